@@ -1,0 +1,1 @@
+"""Key mapping from other toolkits' checkpoints into seglab models."""

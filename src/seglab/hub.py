@@ -1,0 +1,144 @@
+"""Building models by name, and saving / loading whole models as safetensors.
+
+A seglab model file is a safetensors file whose metadata (`seglab` key, JSON) records the entrypoint
+name, `num_classes`, the keyword arguments, and optionally class names and palette, so
+`load_model(path)` rebuilds the model without the config that trained it. Loading never executes code:
+safetensors has no pickle, and torch checkpoints are read with `weights_only=True`.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .errors import SeglabError
+from .registry import get_entrypoint
+from .utils.io import atomic_path
+
+PACKAGE_WEIGHTS = Path(__file__).parent / "weights"
+
+
+def create_model(name: str, *, num_classes: int, weights: str | None = None,
+                 backbone_weights: str | None = None, **kwargs) -> nn.Module:
+    """Build registered model `name`.
+
+    `weights`: a local file holding the whole model, either seglab's own safetensors or a torchvision
+    checkpoint of the same architecture (converted on the fly). `backbone_weights`: a local torchvision
+    ImageNet classifier checkpoint (resnet / vgg layout) for the backbone only.
+    """
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise SeglabError(f"num_classes must be a positive integer, got {num_classes!r}")
+    entry = get_entrypoint(name)
+    if backbone_weights is not None:
+        _check_file(backbone_weights, "backbone_weights")
+        kwargs["backbone_weights"] = str(backbone_weights)
+    try:
+        model = entry(num_classes=num_classes, **kwargs)
+    except TypeError as e:
+        raise SeglabError(f"model {name!r}: {e}") from e
+    kwargs.pop("backbone_weights", None)
+    model.seglab_config = {"name": name, "num_classes": num_classes, "kwargs": kwargs}
+    if weights is not None:
+        load_weights(model, weights)
+    return model
+
+
+def _check_file(path, what: str) -> Path:
+    p = Path(path)
+    if not p.is_file():
+        raise SeglabError(f"{what}: file not found: {p}")
+    return p
+
+
+def read_state_dict(path) -> dict[str, torch.Tensor]:
+    """Read tensors from a safetensors file or a torch checkpoint (weights_only); unwrap seglab training
+    checkpoints (`{'model': ...}`) and common wrappers (`state_dict`, `model_state`)."""
+    p = _check_file(path, "weights")
+    try:
+        if p.suffix == ".safetensors":
+            return load_file(str(p))
+        obj = torch.load(str(p), map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt or foreign file
+        raise SeglabError(f"{p}: cannot read weights ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from e
+    for key in ("model", "state_dict", "model_state"):
+        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise SeglabError(f"{p}: expected a state dict of tensors")
+    return obj
+
+
+def load_weights(model: nn.Module, path) -> None:
+    """Load a whole-model file into `model` strictly, converting a torchvision layout when needed."""
+    state = read_state_dict(path)
+    own = model.state_dict()
+    if set(state) != set(own):
+        from .convert.torchvision import convert_model_state_dict
+
+        state = convert_model_state_dict(model, state)
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise SeglabError(f"{path}: weights do not match the model "
+                          f"(missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
+                          f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''})")
+    for k, v in state.items():
+        if own[k].shape != v.shape:
+            raise SeglabError(f"{path}: tensor {k!r} has shape {tuple(v.shape)}, the model expects "
+                              f"{tuple(own[k].shape)} (is num_classes right?)")
+    model.load_state_dict(state, strict=True)
+
+
+def save_model(model: nn.Module, path, *, classes: list[str] | None = None,
+               palette: list | None = None, extra: dict | None = None) -> Path:
+    """Write the model's weights and how to rebuild it to a safetensors file (atomically)."""
+    config = dict(getattr(model, "seglab_config", {}))
+    if not config:
+        raise ValueError("model was not built by seglab.create_model; cannot record how to rebuild it")
+    meta = {**config, "classes": classes, "palette": palette, **(extra or {})}
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"seglab": json.dumps(meta)})
+    return path
+
+
+def read_model_metadata(path) -> dict:
+    p = _check_file(path, "model")
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            meta = (f.metadata() or {}).get("seglab")
+    except Exception as e:
+        raise SeglabError(f"{p}: not a readable safetensors model file ({e})") from e
+    if meta is None:
+        raise SeglabError(f"{p}: safetensors file has no seglab metadata (was it saved by seglab.save_model?)")
+    return json.loads(meta)
+
+
+def resolve_model_file(name_or_path) -> Path:
+    """A path to an existing file, or the name of a model shipped inside the package (`<arch>.<data>`)."""
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    shipped = PACKAGE_WEIGHTS / f"{name_or_path}.safetensors"
+    if shipped.is_file():
+        return shipped
+    names = sorted(f.stem for f in PACKAGE_WEIGHTS.glob("*.safetensors")) if PACKAGE_WEIGHTS.is_dir() else []
+    raise SeglabError(f"model file not found: {name_or_path}"
+                      + (f" (shipped models: {', '.join(names)})" if names else ""))
+
+
+def load_model(name_or_path) -> nn.Module:
+    """Rebuild a model saved by `save_model` (a path, or a shipped name) in eval mode. Its class names
+    and palette, when recorded, are on `model.seglab_config`."""
+    p = resolve_model_file(name_or_path)
+    meta = read_model_metadata(p)
+    model = create_model(meta["name"], num_classes=meta["num_classes"], **meta.get("kwargs", {}))
+    model.load_state_dict(load_file(str(p)), strict=True)
+    model.seglab_config.update({k: meta.get(k) for k in ("classes", "palette")})
+    return model.eval()

@@ -1,0 +1,24 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+# Two cores: keep each test process from oversubscribing them.
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+@pytest.fixture
+def shared_dir() -> Path:
+    """`../shared` beside the checkout (present in the project's own workspace and CI, absent in a
+    user's clone): tests that read it skip with this reason."""
+    if not SHARED.is_dir():
+        pytest.skip(f"../shared not found at {SHARED}: reference data is only in the project workspace")
+    return SHARED
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
