@@ -134,11 +134,11 @@ def resolve_model_file(name_or_path) -> Path:
 
 
 def load_model(name_or_path) -> nn.Module:
-    """Rebuild a model saved by `save_model` (a path, or a shipped name) in eval mode. Its class names
-    and palette, when recorded, are on `model.seglab_config`."""
+    """Rebuild a model saved by `save_model` (a path, or a shipped name) in eval mode. Its class names,
+    palette and input normalisation (mean, std), when recorded, are on `model.seglab_config`."""
     p = resolve_model_file(name_or_path)
     meta = read_model_metadata(p)
     model = create_model(meta["name"], num_classes=meta["num_classes"], **meta.get("kwargs", {}))
     model.load_state_dict(load_file(str(p)), strict=True)
-    model.seglab_config.update({k: meta.get(k) for k in ("classes", "palette")})
+    model.seglab_config.update({k: meta[k] for k in ("classes", "palette", "mean", "std") if meta.get(k)})
     return model.eval()

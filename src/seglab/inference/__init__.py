@@ -1,0 +1,4 @@
+"""Inference: whole-image and sliding-window prediction."""
+from .predictor import Predictor
+
+__all__ = ["Predictor"]

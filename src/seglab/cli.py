@@ -1,0 +1,202 @@
+"""The `seglab` command. It only parses arguments and calls the same public functions a Python user
+calls. A user mistake prints one line `seglab: error: ...` and exits with status 2 (`--debug` shows
+the traceback)."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from .errors import SeglabError
+
+
+def _parse_slide(text: str | None):
+    """`512,stride=341` or `512x384,stride=341x256` -> ((512, 512), (341, 341))."""
+    if not text:
+        return None, None
+
+    def pair(v: str):
+        parts = v.lower().split("x")
+        try:
+            nums = [int(p) for p in parts]
+        except ValueError:
+            raise SeglabError(f"--slide: expected integers like 512 or 512x384, got {v!r}") from None
+        if len(nums) not in (1, 2) or min(nums) <= 0:
+            raise SeglabError(f"--slide: expected positive sizes like 512 or 512x384, got {v!r}")
+        return (nums[0], nums[-1])
+
+    crop_text, *rest = text.split(",")
+    crop, stride = pair(crop_text), None
+    for item in rest:
+        key, _, value = item.partition("=")
+        if key.strip() != "stride":
+            raise SeglabError(f"--slide: unknown option {key!r} (expected stride=N)")
+        stride = pair(value)
+    return crop, stride
+
+
+def _log(msg: str) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(msg, file=sys.stdout)
+
+
+# --- subcommands -----------------------------------------------------------------------------------
+
+def cmd_models(args) -> int:
+    from . import create_model, list_models
+    from .registry import model_task
+
+    names = list_models(args.filter, task=args.task)
+    if not args.params:
+        for n in names:
+            print(f"{n:<28} {model_task(n)}")
+        return 0
+    print(f"{'model':<28} {'task':<10} {'params (M) @ ' + str(args.num_classes) + ' classes':>24}")
+    for n in names:
+        model = create_model(n, num_classes=args.num_classes)
+        count = sum(p.numel() for p in model.parameters())
+        print(f"{n:<28} {model_task(n):<10} {count / 1e6:>24.2f}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .config import load_config
+    from .engine import train
+
+    cfg = load_config(args.config, args.overrides)
+    result = train(cfg, resume=args.resume, log=_log)
+    _log(f"best val mIoU {100 * result.best_mIoU:.2f} at epoch {result.best_epoch}")
+    _log(f"outputs in {result.out_dir}/: best.safetensors (model), last.pt (resume with --resume), "
+         f"metrics.jsonl, curves.png")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .config import load_config
+    from .engine.checkpoint import load_checkpoint
+    from .engine.evaluate import evaluate_and_report
+    from .engine.trainer import build_datasets, build_model_for, show_progress
+    from .hub import load_weights
+    from .inference import Predictor
+
+    cfg = load_config(args.config, args.overrides)
+    ckpt = Path(args.checkpoint)
+    if not ckpt.is_file():
+        raise SeglabError(f"checkpoint not found: {ckpt}")
+    _, val_ds = build_datasets(cfg, train=False)
+    # The checkpoint replaces whatever initial weights the config names.
+    no_init = cfg.model.model_copy(update={"weights": None, "backbone_weights": None})
+    model = build_model_for(cfg.model_copy(update={"model": no_init}), val_ds.num_classes)
+    if ckpt.suffix == ".pt":  # a training state (last.pt)
+        model.load_state_dict(load_checkpoint(ckpt)["model"])
+    else:
+        load_weights(model, ckpt)
+    crop, stride = _parse_slide(args.slide)
+    if crop is None and cfg.eval.slide is not None:
+        crop, stride = cfg.eval.slide.crop, cfg.eval.slide.stride
+    predictor = Predictor(model, slide=crop, stride=stride)
+    out = Path(args.out) if args.out else ckpt.parent / "eval"
+    t0 = time.perf_counter()
+    results = evaluate_and_report(model, val_ds, out, predictor=predictor, progress=show_progress(None), log=_log)
+    _log(f"evaluated {len(val_ds)} images in {time.perf_counter() - t0:.1f}s: mIoU {100 * results['mIoU']:.2f}")
+    _log(f"wrote {out}/eval_metrics.json and {out}/confusion_matrix.png")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .config import IMAGENET_MEAN, IMAGENET_STD
+    from .data.palettes import default_palette
+    from .engine.trainer import show_progress
+    from .hub import load_model
+    from .inference import Predictor
+    from .inference.files import collect_inputs, predict_files
+
+    source = args.checkpoint or args.model
+    if not source:
+        raise SeglabError("predict needs --checkpoint PATH (a .safetensors model) or --model NAME")
+    files = collect_inputs(args.inputs)
+    model = load_model(source)
+    meta = model.seglab_config
+    palette = meta.get("palette") or default_palette(meta["num_classes"])
+    crop, stride = _parse_slide(args.slide)
+    predictor = Predictor(model, slide=crop, stride=stride)
+    in_channels = meta.get("kwargs", {}).get("in_channels", 3)
+    out = Path(args.out)
+    written = predict_files(predictor, files, out, mean=meta.get("mean", IMAGENET_MEAN),
+                            std=meta.get("std", IMAGENET_STD), palette=[tuple(c) for c in palette],
+                            in_channels=in_channels, progress=show_progress(None))
+    _log(f"predicted {len(written)} image(s): label PNGs and overlays in {out}/")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(Path(args.out), epochs=args.epochs, log=_log)
+    return 0
+
+
+# --- parser ----------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="seglab", description="Semantic, instance and panoptic segmentation.")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks")
+    p.add_argument("--version", action="version", version=f"seglab {__import__('seglab').__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("demo", help="train and evaluate the default model on the built-in synthetic data")
+    s.add_argument("--out", default="seglab_demo", help="output folder (default: ./seglab_demo)")
+    s.add_argument("--epochs", type=int, default=None, help="override the demo's number of epochs")
+    s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("train", help="train from a YAML config")
+    s.add_argument("config")
+    s.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. train.lr=0.02 data.root=/data/camvid")
+    s.add_argument("--resume", action="store_true", help="continue from last.pt in train.out_dir")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("eval", help="evaluate a checkpoint on the config's validation split")
+    s.add_argument("config")
+    s.add_argument("overrides", nargs="*", metavar="key=value")
+    s.add_argument("--checkpoint", required=True, help="best.safetensors, last.pt or a torchvision checkpoint")
+    s.add_argument("--out", default=None, help="output folder (default: <checkpoint folder>/eval)")
+    s.add_argument("--slide", default=None, help="sliding-window inference, e.g. 512,stride=341")
+    s.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("predict", help="predict label maps and overlays for images or folders")
+    s.add_argument("inputs", nargs="+", metavar="INPUT")
+    s.add_argument("--checkpoint", help="a seglab .safetensors model file (e.g. best.safetensors)")
+    s.add_argument("--model", help="name of a model shipped with seglab")
+    s.add_argument("--out", required=True)
+    s.add_argument("--slide", default=None, help="sliding-window inference, e.g. 512,stride=341")
+    s.set_defaults(func=cmd_predict)
+
+    s = sub.add_parser("models", help="list the registered models")
+    s.add_argument("filter", nargs="?", default=None, help="substring to filter names")
+    s.add_argument("--task", choices=["semantic", "instance", "panoptic"])
+    s.add_argument("--params", action="store_true", help="also print parameter counts")
+    s.add_argument("--num-classes", type=int, default=21, help="classes for --params (default 21)")
+    s.set_defaults(func=cmd_models)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except SeglabError as e:
+        if args.debug:
+            raise
+        print(f"seglab: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("seglab: interrupted (training progress is kept in last.pt up to the last finished epoch)",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

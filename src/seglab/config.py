@@ -1,0 +1,176 @@
+"""Experiment configs: YAML validated by pydantic, overridable from the command line.
+
+A config names one model entrypoint and its keyword arguments, one data set, and a schedule; nothing
+is inherited from other files. Every key is checked: an unknown key or a bad value is reported by its
+dotted path (`train.lr: expected a number, got 'fast'`), as one line.
+"""
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import ConfigError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class ModelConfig(_Strict):
+    name: str
+    num_classes: int | None = Field(None, gt=0, description="defaults to the data set's class count")
+    kwargs: dict[str, Any] = {}
+    weights: str | None = None
+    backbone_weights: str | None = None
+
+
+class DataConfig(_Strict):
+    name: str = "synthetic"
+    root: str = "data/synthetic"
+    train_split: str = "train"
+    val_split: str = "val"
+    kwargs: dict[str, Any] = {}
+    crop_size: tuple[int, int] = (128, 128)
+    scale_range: tuple[float, float] = (0.5, 2.0)
+    hflip: bool = True
+    color_jitter: float = Field(0.2, ge=0)
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    batch_size: int = Field(8, gt=0)
+    num_workers: int = Field(0, ge=0)
+
+
+class SlideConfig(_Strict):
+    crop: tuple[int, int]
+    stride: tuple[int, int]
+    blend: Literal["uniform", "gaussian"] = "gaussian"
+
+
+class TrainConfig(_Strict):
+    epochs: int = Field(20, gt=0)
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(0.01, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(1e-4, ge=0)
+    poly_power: float = Field(0.9, ge=0)
+    warmup_iters: int = Field(0, ge=0)
+    warmup_ratio: float = Field(0.1, gt=0, le=1)
+    bf16: bool = False
+    channels_last: bool = False
+    class_weights: Literal["none", "median_frequency"] = "none"
+    aux_weight: float = Field(0.4, ge=0)
+    val_interval: int = Field(1, gt=0)
+    seed: int = 0
+    out_dir: str = "runs/exp"
+    grad_clip: float | None = Field(None, gt=0)
+
+
+class EvalConfig(_Strict):
+    slide: SlideConfig | None = None
+
+
+class Config(_Strict):
+    model: ModelConfig
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+
+    @model_validator(mode="after")
+    def _check(self):
+        if len(self.data.mean) != len(self.data.std):
+            raise ValueError("data.mean and data.std must have the same length")
+        return self
+
+
+def _field_names(model_cls: type[BaseModel]) -> list[str]:
+    return list(model_cls.model_fields)
+
+
+def _unknown_key_hint(loc: tuple) -> str:
+    """Close matches for an unknown key, found by walking the schema along its path."""
+    cls: Any = Config
+    for part in loc[:-1]:
+        field = cls.model_fields.get(part) if isinstance(part, str) else None
+        ann = getattr(field, "annotation", None)
+        cls = next((a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if cls is None:
+            return ""
+    close = difflib.get_close_matches(str(loc[-1]), _field_names(cls), n=3)
+    return f" (did you mean: {', '.join(close)}?)" if close else f" (valid keys: {', '.join(_field_names(cls))})"
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    # An unknown key explains the other errors (a misspelt section is also "missing"), so report it first.
+    errors = sorted(err.errors(), key=lambda x: x["type"] != "extra_forbidden")
+    e = errors[0]
+    loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    path = ".".join(str(p) for p in loc) or "<root>"
+    if e["type"] == "extra_forbidden":
+        return f"{source}: unknown config key {path}{_unknown_key_hint(loc)}"
+    value = e.get("input")
+    shown = f", got {value!r}" if not isinstance(value, dict) and value is not None else ""
+    return f"{source}: config key {path}: {e['msg'][0].lower() + e['msg'][1:]}{shown}"
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """`['train.lr=0.02', 'model.kwargs.width_mult=0.5']` -> nested dict; values are parsed as YAML."""
+    tree: dict = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"override {pair!r} must look like key.path=value")
+        key, raw = pair.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError:
+            value = raw
+        node = tree
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {pair!r} conflicts with another override of {p}")
+        node[parts[-1]] = value
+    return tree
+
+
+def _deep_update(base: dict, upd: dict) -> dict:
+    for k, v in upd.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            _deep_update(base[k], v)
+        else:
+            base[k] = v
+    return base
+
+
+def config_from_dict(raw: dict, overrides: list[str] | None = None, *, source: str = "config") -> Config:
+    raw = _deep_update(dict(raw), parse_overrides(overrides or []))
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err, source)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of config sections at the top level")
+    return config_from_dict(raw, overrides, source=str(path))
+
+
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,205 @@
+"""The training loop: a plain loop over epochs, nothing hidden.
+
+Per epoch: shuffle with a generator seeded by (seed, epoch) and re-seed the augmentation and torch
+RNGs from the same pair, so an interrupted run resumed from `last.pt` continues exactly as if it had
+never stopped. Validation every `val_interval` epochs; the best model (by val mIoU) is kept as
+`best.safetensors`; `last.pt` holds everything needed to resume. All files are written atomically.
+Outputs in `train.out_dir`: config.yaml, last.pt, best.safetensors, metrics.jsonl, curves.png.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from ..config import Config, dump_config
+from ..errors import SeglabError
+from ..hub import create_model, save_model
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .evaluate import evaluate
+from .schedule import build_optimizer, build_scheduler
+from ..utils.io import write_text_atomic
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    best_path: Path | None
+    last_path: Path
+    best_mIoU: float
+    best_epoch: int
+    history: list[dict] = field(default_factory=list)
+    final_metrics: dict | None = None
+
+
+def show_progress(progress: bool | None) -> bool:
+    return sys.stderr.isatty() if progress is None else progress
+
+
+def build_datasets(cfg: Config, *, train: bool = True):
+    """The train (with augmentation) and val (original size) data sets named by the config."""
+    from ..data import build_dataset
+    from ..data.transforms import EvalTransform, TrainTransform
+
+    d = cfg.data
+    val = build_dataset(d.name, root=d.root, split=d.val_split,
+                        transform=EvalTransform(mean=d.mean, std=d.std), **d.kwargs)
+    if not train:
+        return None, val
+    tr = build_dataset(d.name, root=d.root, split=d.train_split, **d.kwargs,
+                       transform=TrainTransform(crop_size=d.crop_size, scale_range=d.scale_range, hflip=d.hflip,
+                                                color_jitter=d.color_jitter, mean=d.mean, std=d.std,
+                                                ignore_index=val.ignore_index))
+    return tr, val
+
+
+def build_model_for(cfg: Config, num_classes: int) -> torch.nn.Module:
+    if cfg.model.num_classes is not None and cfg.model.num_classes != num_classes:
+        raise SeglabError(f"model.num_classes is {cfg.model.num_classes} but data set {cfg.data.name!r} has "
+                          f"{num_classes} classes")
+    return create_model(cfg.model.name, num_classes=num_classes, weights=cfg.model.weights,
+                        backbone_weights=cfg.model.backbone_weights, **cfg.model.kwargs)
+
+
+def _seed_epoch(dataset, seed: int, epoch: int) -> torch.Generator:
+    epoch_seed = seed * 100_003 + epoch
+    torch.manual_seed(epoch_seed)
+    seed_transform(getattr(dataset, "transform", None), epoch_seed)
+    return torch.Generator().manual_seed(epoch_seed)
+
+
+def seed_transform(transform, seed: int) -> None:
+    """Albumentations pipelines carry their own generators; seed them so augmentation is reproducible."""
+    if transform is not None and hasattr(transform, "set_random_seed"):
+        transform.set_random_seed(seed)
+
+
+def _worker_init(worker_id: int) -> None:
+    info = torch.utils.data.get_worker_info()
+    seed_transform(getattr(info.dataset, "transform", None), info.seed % 2**31)
+
+
+def _loss_weights(cfg: Config, dataset, num_classes: int, log) -> torch.Tensor | None:
+    if cfg.train.class_weights == "none":
+        return None
+    from ..data import class_statistics
+    from ..losses import median_frequency_weights
+
+    counts, present = class_statistics(dataset, num_classes)
+    weights = median_frequency_weights(counts, present)
+    log("median-frequency class weights: " + ", ".join(f"{w:.2f}" for w in weights.tolist()))
+    return weights
+
+
+def train(cfg: Config, *, resume: bool = False, progress: bool | None = None,
+          log: Callable[[str], None] = print) -> TrainResult:
+    """Train the model the config describes; returns where the outputs are and the best val mIoU."""
+    from ..losses import SegmentationLoss
+    from ..viz import plot_training_curves
+
+    t_cfg, d_cfg = cfg.train, cfg.data
+    out = Path(t_cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    last_path, best_path = out / "last.pt", out / "best.safetensors"
+    torch.manual_seed(t_cfg.seed)
+    train_ds, val_ds = build_datasets(cfg)
+    num_classes = train_ds.num_classes
+    if len(train_ds) < d_cfg.batch_size:
+        raise SeglabError(f"data.batch_size is {d_cfg.batch_size} but the training split has only "
+                          f"{len(train_ds)} images")
+    model = build_model_for(cfg, num_classes)
+    if t_cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    criterion = SegmentationLoss(ignore_index=train_ds.ignore_index, aux_weight=t_cfg.aux_weight,
+                                 class_weights=_loss_weights(cfg, train_ds, num_classes, log))
+    iters_per_epoch = len(train_ds) // d_cfg.batch_size
+    optimizer = build_optimizer(model, t_cfg.optimizer, lr=t_cfg.lr, momentum=t_cfg.momentum,
+                                weight_decay=t_cfg.weight_decay)
+    scheduler = build_scheduler(optimizer, t_cfg.epochs * iters_per_epoch, power=t_cfg.poly_power,
+                                warmup_iters=t_cfg.warmup_iters, warmup_ratio=t_cfg.warmup_ratio)
+    start_epoch, history, best = 0, [], {"mIoU": -1.0, "epoch": -1}
+    if resume:
+        if not last_path.is_file():
+            raise SeglabError(f"--resume: no checkpoint to resume from at {last_path}")
+        state = load_checkpoint(last_path)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch, history, best = state["epoch"] + 1, list(state["history"]), dict(state["best"])
+        set_rng_state(state["rng"])
+        log(f"resumed from {last_path} at epoch {start_epoch + 1}/{t_cfg.epochs}")
+    write_text_atomic(out / "config.yaml", dump_config(cfg))
+    meta = {"classes": list(train_ds.classes), "palette": [list(c) for c in train_ds.palette],
+            "extra": {"mean": list(d_cfg.mean), "std": list(d_cfg.std)}}
+    show = show_progress(progress)
+    final_metrics = None
+    for epoch in range(start_epoch, t_cfg.epochs):
+        gen = _seed_epoch(train_ds, t_cfg.seed, epoch)
+        loader = DataLoader(train_ds, batch_size=d_cfg.batch_size, shuffle=True, drop_last=True,
+                            generator=gen, num_workers=d_cfg.num_workers, worker_init_fn=_worker_init)
+        model.train()
+        t0, loss_sum, n = time.perf_counter(), 0.0, 0
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{t_cfg.epochs}", disable=not show, leave=False,
+                   dynamic_ncols=True)
+        for batch in bar:
+            images, masks = batch["image"], batch["mask"]
+            if t_cfg.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=t_cfg.bf16):
+                outputs = model(images)
+            losses = criterion(_to_float(outputs), masks)
+            loss = losses["loss"]
+            if not torch.isfinite(loss):
+                raise SeglabError(f"loss became {loss.item()} at epoch {epoch + 1}; lower train.lr "
+                                  f"(now {t_cfg.lr}) or enable train.grad_clip")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if t_cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), t_cfg.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            loss_sum += loss.item()
+            n += 1
+            bar.set_postfix(loss=f"{loss_sum / n:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+        entry = {"epoch": epoch + 1, "train_loss": loss_sum / max(n, 1), "lr": scheduler.get_last_lr()[0],
+                 "epoch_time_s": round(time.perf_counter() - t0, 3)}
+        if (epoch + 1) % t_cfg.val_interval == 0 or epoch + 1 == t_cfg.epochs:
+            metrics = evaluate(model, val_ds, num_classes=num_classes, progress=show)
+            final_metrics = metrics.compute()
+            entry.update({"val_mIoU": final_metrics["mIoU"], "val_aAcc": final_metrics["aAcc"],
+                          "val_mAcc": final_metrics["mAcc"]})
+            if final_metrics["mIoU"] > best["mIoU"]:
+                best = {"mIoU": final_metrics["mIoU"], "epoch": epoch + 1}
+                save_model(model, best_path, classes=meta["classes"], palette=meta["palette"],
+                           extra={**meta["extra"], "epoch": epoch + 1, "val_mIoU": final_metrics["mIoU"]})
+        history.append(entry)
+        save_checkpoint(last_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                    "scheduler": scheduler.state_dict(), "epoch": epoch, "history": history,
+                                    "best": best, "rng": rng_state()})
+        write_text_atomic(out / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+        plot_training_curves(history, out / "curves.png")
+        log(_epoch_line(entry, t_cfg.epochs))
+    return TrainResult(out_dir=out, best_path=best_path if best_path.exists() else None, last_path=last_path,
+                       best_mIoU=best["mIoU"], best_epoch=best["epoch"], history=history,
+                       final_metrics=final_metrics)
+
+
+def _to_float(outputs):
+    if isinstance(outputs, dict):
+        return {k: ([o.float() for o in v] if isinstance(v, (list, tuple)) else v.float()) for k, v in outputs.items()}
+    return outputs.float()
+
+
+def _epoch_line(e: dict, epochs: int) -> str:
+    s = f"epoch {e['epoch']:>3}/{epochs}  loss {e['train_loss']:.4f}  lr {e['lr']:.2e}  {e['epoch_time_s']:.1f}s"
+    if "val_mIoU" in e and not math.isnan(e["val_mIoU"]):
+        s += f"  val mIoU {100 * e['val_mIoU']:.2f}"
+    return s

@@ -1,0 +1,107 @@
+"""Semantic prediction: whole-image and sliding-window inference.
+
+Whole image: one forward pass; models return logits at input size. Sliding window (as in the
+PSPNet / DeepLab evaluation code and MMSegmentation's `slide` mode): the image is covered by
+`crop`-sized windows `stride` apart (the last window is aligned to the border), each window's
+probabilities are accumulated with a uniform or Gaussian weight (centre pixels, which saw more
+context, count more) and divided by the summed weight. Only one batch of windows is in the model at a
+time, so memory is bounded by the window, not the image; the accumulator holds C x H x W floats.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..structures import SemanticResult
+
+
+def _window_starts(size: int, crop: int, stride: int) -> list[int]:
+    if size <= crop:
+        return [0]
+    n = math.ceil((size - crop) / stride) + 1
+    return sorted({min(i * stride, size - crop) for i in range(n)})
+
+
+def _gaussian_weight(h: int, w: int, sigma_scale: float = 0.125) -> torch.Tensor:
+    # sigma = crop/8, as nnU-Net's Gaussian blending; floored so border pixels still get weight.
+    def g(n):
+        x = torch.arange(n, dtype=torch.float32) - (n - 1) / 2
+        return torch.exp(-(x ** 2) / (2 * (sigma_scale * n) ** 2))
+    weight = g(h)[:, None] * g(w)[None, :]
+    return (weight / weight.max()).clamp_min(1e-3)
+
+
+class Predictor:
+    """Turns normalised image tensors into class probabilities with a semantic model.
+
+    `slide=(crop_h, crop_w), stride=(sh, sw)` enables sliding-window inference; otherwise the whole
+    image is processed at once.
+    """
+
+    def __init__(self, model: nn.Module, *, slide: Sequence[int] | None = None,
+                 stride: Sequence[int] | None = None, blend: str = "gaussian", window_batch: int = 4,
+                 bf16: bool = False):
+        self.model = model.eval()
+        self.slide = tuple(slide) if slide else None
+        self.stride = tuple(stride) if stride else (tuple(int(c * 2 / 3) for c in self.slide) if self.slide else None)
+        if blend not in ("uniform", "gaussian"):
+            raise ValueError(f"blend must be 'uniform' or 'gaussian', got {blend!r}")
+        self.blend = blend
+        self.window_batch = window_batch
+        self.bf16 = bf16
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16 and x.device.type == "cpu"):
+            out = self.model(x)
+        return out.float().softmax(1)
+
+    @torch.no_grad()
+    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, C_in, H, W) normalised images -> (N, num_classes, H, W) probabilities."""
+        if self.slide is None:
+            return self._forward(images)
+        return torch.cat([self._slide_one(img[None]) for img in images])
+
+    def _slide_one(self, image: torch.Tensor) -> torch.Tensor:
+        _, _, h, w = image.shape
+        ch, cw = self.slide
+        sh, sw = self.stride
+        # Images smaller than the window are padded (zeros = the mean after normalisation), then cropped.
+        ph, pw = max(ch - h, 0), max(cw - w, 0)
+        if ph or pw:
+            image = F.pad(image, (0, pw, 0, ph))
+        H, W = image.shape[-2:]
+        boxes = [(y, x) for y in _window_starts(H, ch, sh) for x in _window_starts(W, cw, sw)]
+        weight = _gaussian_weight(ch, cw) if self.blend == "gaussian" else torch.ones(ch, cw)
+        weight = weight.to(image.device)
+        acc = None
+        norm = torch.zeros(1, 1, H, W, device=image.device)
+        for i in range(0, len(boxes), self.window_batch):
+            chunk = boxes[i:i + self.window_batch]
+            crops = torch.cat([image[..., y:y + ch, x:x + cw] for y, x in chunk])
+            probs = self._forward(crops)
+            if acc is None:
+                acc = torch.zeros(1, probs.shape[1], H, W, device=image.device)
+            for (y, x), p in zip(chunk, probs):
+                acc[0, :, y:y + ch, x:x + cw] += p * weight
+                norm[0, 0, y:y + ch, x:x + cw] += weight
+        return (acc / norm)[..., :h, :w]
+
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, C_in, H, W) -> (N, H, W) class indices."""
+        return self.probabilities(images).argmax(1)
+
+    def predict_image(self, image: np.ndarray, *, mean, std, path: str | None = None) -> SemanticResult:
+        """One HxWxC uint8 image -> SemanticResult with labels (H, W) and probabilities (C, H, W)."""
+        x = torch.from_numpy(image).permute(2, 0, 1).float().div_(255)
+        mean_t = torch.tensor(mean, dtype=torch.float32)[:, None, None]
+        std_t = torch.tensor(std, dtype=torch.float32)[:, None, None]
+        x = ((x - mean_t) / std_t)[None]
+        device = next(self.model.parameters()).device
+        probs = self.probabilities(x.to(device))[0].cpu()
+        return SemanticResult(labels=probs.argmax(0), probs=probs, path=path)
