@@ -1,0 +1,80 @@
+"""Pixel-wise cross-entropy for semantic segmentation, with ignore index, class weights and auxiliary
+heads.
+
+Per-pixel softmax cross-entropy over the logits is the FCN training loss (Long, Shelhamer, Darrell,
+CVPR 2015, Sec. 3); class weights follow SegNet (Badrinarayanan et al., TPAMI 2017, Sec. 3.4, see
+`class_weights.py`); the auxiliary loss on an intermediate head, weighted 0.4, is PSPNet's deep
+supervision (Zhao et al., CVPR 2017, Sec. 3.3).
+
+Criterion contract: `criterion(outputs, target) -> dict[str, Tensor]` where `outputs` is logits
+(N, C, H, W) or `{"out": logits, "aux": Tensor | list[Tensor] | None}` (every head at the target's
+size) and the result holds `"loss"` (the total to backprop) and its parts `"loss_ce"` and, with aux
+heads, `"loss_aux"` (already multiplied by `aux_weight`, so `loss == loss_ce + loss_aux`).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class SegmentationLoss(nn.Module):
+    """Cross-entropy averaged over the non-ignored pixels (weighted mean with `class_weights`, exactly
+    as `F.cross_entropy(..., weight=, ignore_index=)`), plus `aux_weight` times each aux head's loss.
+
+    A batch whose pixels are all ignored gives a loss of 0 that still backpropagates (zero
+    gradients) instead of PyTorch's NaN.
+    """
+
+    def __init__(self, ignore_index: int = 255, *,
+                 class_weights: Sequence[float] | torch.Tensor | None = None, aux_weight: float = 0.4):
+        super().__init__()
+        self.ignore_index = int(ignore_index)
+        self.aux_weight = float(aux_weight)
+        weight = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
+        if weight is not None and weight.ndim != 1:
+            raise ValueError(f"class_weights must be 1-D (one per class), got shape {tuple(weight.shape)}")
+        self.register_buffer("class_weights", weight)
+
+    def cross_entropy(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if logits.ndim != target.ndim + 1 or logits.shape[2:] != target.shape[1:] \
+                or logits.shape[0] != target.shape[0]:
+            raise ValueError(f"logits {tuple(logits.shape)} do not match target {tuple(target.shape)}: "
+                             "expected (N, C, H, W) logits at the target's (N, H, W) size")
+        num_classes = logits.shape[1]
+        weight = self.class_weights
+        if weight is not None and weight.numel() != num_classes:
+            raise ValueError(f"{weight.numel()} class weights given for {num_classes} classes")
+        target = target.long()
+        total = F.cross_entropy(logits, target, weight=None if weight is None else weight.to(logits),
+                                ignore_index=self.ignore_index, reduction="sum")
+        # Denominator of PyTorch's "mean" reduction, the number (or total weight) of the kept pixels,
+        # counted in float32 even under low-precision autocast.
+        valid = target != self.ignore_index
+        if weight is None:
+            denom = valid.sum(dtype=torch.float32)
+        else:
+            denom = (weight.to(logits.device)[torch.where(valid, target, 0)] * valid).sum()
+        return total / torch.where(denom > 0, denom, torch.ones_like(denom))
+
+    def forward(self, outputs, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        aux = None
+        if isinstance(outputs, dict):
+            if "out" not in outputs:
+                raise KeyError(f"outputs dict needs an 'out' entry, got keys {sorted(outputs)}")
+            outputs, aux = outputs["out"], outputs.get("aux")
+        loss_ce = self.cross_entropy(outputs, target)
+        losses = {"loss": loss_ce, "loss_ce": loss_ce}
+        if aux is not None:
+            aux = [aux] if isinstance(aux, torch.Tensor) else list(aux)
+            if aux:
+                loss_aux = self.aux_weight * sum(self.cross_entropy(a, target) for a in aux)
+                losses["loss_aux"] = loss_aux
+                losses["loss"] = loss_ce + loss_aux
+        return losses
+
+    def extra_repr(self) -> str:
+        weighted = self.class_weights is not None
+        return f"ignore_index={self.ignore_index}, class_weights={weighted}, aux_weight={self.aux_weight}"

@@ -1,0 +1,5 @@
+"""Evaluation metrics: streaming, mergeable objects with `update(pred, target)`, `merge(other)`,
+`all_reduce()` and `compute() -> dict` (see DESIGN.md, Contracts)."""
+from .semantic import SemanticMetrics, format_table
+
+__all__ = ["SemanticMetrics", "format_table"]
