@@ -80,7 +80,10 @@ def load_weights(model: nn.Module, path) -> None:
     if set(state) != set(own):
         from .convert.torchvision import convert_model_state_dict
 
-        state = convert_model_state_dict(model, state)
+        try:
+            state = convert_model_state_dict(model, state)
+        except SeglabError as e:  # the converter does not know the file; name it here
+            raise SeglabError(f"{path}: {e}") from None
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     if missing or unexpected:

@@ -1,0 +1,114 @@
+"""Load torchvision checkpoints (local files; nothing is downloaded) into seglab models.
+
+Backbones (`load_backbone_weights`): ImageNet classifiers.
+- resnet18/34/50/101: seglab's ResNet uses torchvision's parameter names; only the classifier `fc.*`
+  is dropped.
+- vgg16: `features.*` load as they are; the fully connected layers become convolutions (FCN, Long et
+  al., CVPR 2015, Sec. 3.1): `classifier.0` (4096 x 25088) -> `fc6` (4096, 512, 7, 7), `classifier.3`
+  -> `fc7` (4096, 4096, 1, 1); `classifier.6` (the 1000 ImageNet classes) is dropped. When the trunk's
+  fc6/fc7 are smaller, e.g. DeepLab-LargeFOV's 1024-channel 3x3 fc6 (Chen et al., ICLR 2015, Sec. 4.1),
+  they are subsampled as DeepLab did: every 4th channel and every 3rd tap (`w[::4, :, ::3, ::3]`).
+
+Whole models (`convert_model_state_dict`): torchvision segmentation checkpoints. seglab's FCN-ResNet
+keeps torchvision's layout, so the mapping is the identity plus dropping the auxiliary head when the
+model has none; `_RENAMES` is where layouts that differ (e.g. deeplabv3's head) add their rules.
+"""
+from __future__ import annotations
+
+import re
+
+import torch
+from torch import nn
+
+from ..errors import SeglabError
+from ..hub import read_state_dict
+
+# (regex on a torchvision key, replacement) applied in order to whole-model checkpoints; FCN needs none.
+_RENAMES: list[tuple[str, str]] = []
+# Heads a torchvision checkpoint may carry that a seglab model may be built without (aux_loss=False).
+_OPTIONAL_PREFIXES = ("aux_classifier.",)
+
+
+def _resnet(state: dict, target: dict) -> dict:
+    return {k: v for k, v in state.items() if not k.startswith("fc.")}
+
+
+def _subsample(w: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """DeepLab's reduction of the ImageNet fc weights: a step per dim so that dim fits `shape`
+    (channels: 4096 -> 1024 takes every 4th; taps: 7 -> 3 takes every 3rd, i.e. 0, 3, 6)."""
+    if w.shape == shape or w.dim() != len(shape):
+        return w  # a wrong rank is reported by the shape check
+    steps = [max(a // b, 1) if i < 2 else max((a - 1) // max(b - 1, 1), 1)
+             for i, (a, b) in enumerate(zip(w.shape, shape))]
+    return w[tuple(slice(None, None, s) for s in steps)]
+
+
+def _vgg16(state: dict, target: dict) -> dict:
+    out = {k: v for k, v in state.items() if k.startswith("features.")}
+    if "fc6.weight" in target:  # trunk built with fc=True
+        fc6 = state.get("classifier.0.weight")
+        fc7 = state.get("classifier.3.weight")
+        if fc6 is not None:  # (out, C*7*7) -> (out, C, 7, 7): torchvision flattens pool5 as C, H, W
+            fc6 = fc6.reshape(fc6.shape[0], -1, 7, 7)
+            out["fc6.weight"] = _subsample(fc6, target["fc6.weight"].shape)
+            out["fc6.bias"] = _subsample(state["classifier.0.bias"], target["fc6.bias"].shape)
+        if fc7 is not None:
+            out["fc7.weight"] = _subsample(fc7[:, :, None, None], target["fc7.weight"].shape)
+            out["fc7.bias"] = _subsample(state["classifier.3.bias"], target["fc7.bias"].shape)
+    return out
+
+
+_BACKBONES = {"resnet18": _resnet, "resnet34": _resnet, "resnet50": _resnet, "resnet101": _resnet,
+              "vgg16": _vgg16}
+
+
+def map_backbone_state_dict(model: nn.Module, name: str, state: dict) -> dict:
+    """Map a torchvision ImageNet state dict of network `name` onto `model`'s keys (not yet loaded)."""
+    if name not in _BACKBONES:
+        raise SeglabError(f"no torchvision weight mapping for backbone {name!r} "
+                          f"(supported: {', '.join(sorted(_BACKBONES))})")
+    return _BACKBONES[name](state, model.state_dict())
+
+
+def _mismatch(own: dict, state: dict) -> str | None:
+    """One-line description of the first differences between two state dicts, or None."""
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in own if k in state and state[k].shape != own[k].shape]
+    parts = [f"{what} {items[:3]}{'...' if len(items) > 3 else ''}"
+             for what, items in (("missing", missing), ("unexpected", unexpected), ("shape", shapes)) if items]
+    return "; ".join(parts) or None
+
+
+def load_backbone_weights(model: nn.Module, name: str, path) -> None:
+    """Load a local torchvision ImageNet checkpoint of `name` into seglab backbone `model`, strictly."""
+    state = map_backbone_state_dict(model, name, read_state_dict(path))
+    problem = _mismatch(model.state_dict(), state)
+    if problem:
+        raise SeglabError(f"{path}: torchvision {name} weights do not fit this backbone ({problem})")
+    model.load_state_dict(state, strict=True)
+
+
+def convert_model_state_dict(model: nn.Module, state: dict) -> dict:
+    """Map a torchvision whole-model checkpoint (fcn_resnet50/101, with or without aux) onto `model`.
+
+    Returns the renamed state dict; the caller (`seglab.hub.load_weights`) checks shapes and loads it
+    strictly. Raises `SeglabError` when the checkpoint lacks tensors the model needs.
+    """
+    out = {}
+    for key, v in state.items():
+        for pattern, repl in _RENAMES:
+            key = re.sub(pattern, repl, key)
+        out[key] = v
+    own = model.state_dict()
+    for prefix in _OPTIONAL_PREFIXES:  # trained with an aux head, used without one: drop it
+        if not any(k.startswith(prefix) for k in own):
+            out = {k: v for k, v in out.items() if not k.startswith(prefix)}
+    missing = [k for k in own if k not in out]
+    if missing:
+        hint = ""
+        if all(k.startswith(_OPTIONAL_PREFIXES) for k in missing):
+            hint = " (the checkpoint has no auxiliary head: build the model with aux_loss=False)"
+        raise SeglabError(f"checkpoint lacks {len(missing)} tensors the model needs, e.g. {missing[:3]}{hint}")
+    return out
