@@ -22,3 +22,13 @@ def shared_dir() -> Path:
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_synthetic(tmp_path_factory) -> Path:
+    """A small synthetic data set on disk (real PNG files), shared by the engine and CLI tests."""
+    from seglab.data import generate_synthetic
+
+    root = tmp_path_factory.mktemp("synthetic")
+    generate_synthetic(root, num_train=12, num_val=4, size=(48, 64), seed=1)
+    return root

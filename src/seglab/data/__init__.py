@@ -1,0 +1,24 @@
+"""Data: image / label reading, the standard segmentation data sets, joint transforms, palettes,
+class statistics and a generated synthetic stuff-and-things set (see each module for its sources)."""
+from .datasets import (ADE20K, DATASETS, CamVid, Cityscapes, SegmentationDataset, SegmentationFolder,
+                       SyntheticSegmentation, VOCSegmentation, build_dataset)
+from .io import read_image, read_label
+from .palettes import (ADE20K_CLASSES, ADE20K_PALETTE, CAMVID_CLASSES, CAMVID_PALETTE, CITYSCAPES_CLASSES,
+                       CITYSCAPES_ID_TO_TRAIN_ID, CITYSCAPES_PALETTE, VOC_CLASSES, VOC_PALETTE,
+                       default_palette)
+from .statistics import class_statistics
+from .synthetic import (SYNTHETIC_CLASSES, SYNTHETIC_PALETTE, SYNTHETIC_STUFF_IDS, SYNTHETIC_THING_CLASSES,
+                        SYNTHETIC_THING_IDS, generate_synthetic)
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform, TrainTransform, normalize_image
+
+IGNORE_INDEX = 255
+
+__all__ = [
+    "read_image", "read_label", "SegmentationDataset", "SegmentationFolder", "CamVid", "VOCSegmentation",
+    "Cityscapes", "ADE20K", "SyntheticSegmentation", "build_dataset", "DATASETS", "generate_synthetic",
+    "SYNTHETIC_CLASSES", "SYNTHETIC_PALETTE", "SYNTHETIC_THING_IDS", "SYNTHETIC_THING_CLASSES",
+    "SYNTHETIC_STUFF_IDS", "TrainTransform", "EvalTransform", "normalize_image", "IMAGENET_MEAN",
+    "IMAGENET_STD", "default_palette", "class_statistics", "IGNORE_INDEX",
+    "CAMVID_CLASSES", "CAMVID_PALETTE", "VOC_CLASSES", "VOC_PALETTE", "CITYSCAPES_CLASSES",
+    "CITYSCAPES_PALETTE", "CITYSCAPES_ID_TO_TRAIN_ID", "ADE20K_CLASSES", "ADE20K_PALETTE",
+]

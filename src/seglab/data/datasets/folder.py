@@ -1,0 +1,256 @@
+"""Image + label-map pairs from two folders or from a list file: the layout every benchmark reduces to.
+
+The list-file form (`image label` per line, paths relative to a root) is the one of the SegNet CamVid
+release (Badrinarayanan, Kendall, Cipolla, "SegNet", TPAMI 2017) and of the DeepLab VOC lists
+(Chen et al., "DeepLab", TPAMI 2018). `SegmentationDataset` is the one small base class the named
+data sets (CamVid, VOC, Cityscapes, ADE20K, synthetic) build on: they only differ in how they find
+their pairs and in their label mapping.
+
+Validation happens when a sample is read, and each problem raises `DataError` naming the file:
+missing or corrupt files, wrong channel count, image / label size mismatch, label values outside
+[0, num_classes) that are not the ignore index 255.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ...errors import DataError, SeglabError
+from ..io import image_size, read_image, read_label
+from ..palettes import default_palette
+from ..transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform
+
+IGNORE_INDEX = 255
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+Sample = tuple[Path, Path]
+LabelMap = Mapping[int, int] | np.ndarray | Sequence[int] | None
+
+
+def make_lut(label_map: LabelMap) -> np.ndarray | None:
+    """A lookup table from a {stored value: class index} dict (unlisted values stay as they are) or
+    from an array (`lut[v]` is the class of stored value v; values past its end stay as they are)."""
+    if label_map is None:
+        return None
+    if isinstance(label_map, Mapping):
+        keys = [int(k) for k in label_map if int(k) >= 0]
+        lut = np.arange(max([255] + keys) + 1, dtype=np.int64)
+        for k in keys:
+            lut[k] = int(label_map[k])
+        return lut
+    lut = np.asarray(label_map, dtype=np.int64)
+    if lut.ndim != 1:
+        raise SeglabError(f"label_map must be a dict or a 1-D lookup table, got shape {lut.shape}")
+    return lut
+
+
+def _plural(n: int, word: str, plural: str) -> str:
+    return f"{n} {word if n == 1 else plural}"
+
+
+def read_list_file(list_file: str | os.PathLike, root: str | os.PathLike | None = None) -> list[Sample]:
+    """`image label` pairs, one per line (blank lines and `#` comments skipped), relative to `root`
+    (default: the list file's folder); every listed file must exist."""
+    list_file = Path(list_file)
+    if not list_file.is_file():
+        raise DataError(f"{list_file}: list file not found")
+    root = Path(root) if root is not None else list_file.parent
+    samples = []
+    for n, line in enumerate(list_file.read_text().splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        parts = line.split()
+        if len(parts) != 2:
+            raise DataError(f"{list_file}:{n}: expected 'image label' (two paths), got {line!r}")
+        pair = tuple(resolve(root, p) for p in parts)
+        for p in pair:
+            if not p.is_file():
+                raise DataError(f"{list_file}:{n}: listed file not found: {p}")
+        samples.append(pair)
+    if not samples:
+        raise DataError(f"{list_file}: list file is empty (expected 'image label' lines)")
+    return samples
+
+
+def resolve(root: Path, name: str) -> Path:
+    """`root / name`; absolute names are used as they are when they exist, else taken relative to root
+    (some published lists start their paths with '/')."""
+    p = Path(name)
+    if p.is_absolute():
+        return p if p.exists() else root / name.lstrip("/\\")
+    return root / p
+
+
+def check_dir(path: Path, what: str) -> Path:
+    if not path.is_dir():
+        raise DataError(f"{path}: {what} not found" if not path.exists() else f"{path}: {what} is not a folder")
+    return path
+
+
+class SegmentationDataset(Dataset):
+    """(image, label map) pairs with class names, palette, label mapping and a joint transform.
+
+    `__getitem__(i)` returns {"image": FloatTensor[C, H, W], "mask": LongTensor[H, W], "path": str};
+    `read_raw(i)` returns the uint8 image and the mapped int64 label map without any transform.
+    Without a transform, images are only normalised (ImageNet mean / std for 3 channels, 0.5 / 0.5
+    otherwise).
+    """
+
+    ignore_index = IGNORE_INDEX
+
+    def __init__(self, samples: Sequence[Sample], *, classes: Sequence[str],
+                 palette: Sequence[Sequence[int]] | None = None, transform: Callable | None = None,
+                 label_map: LabelMap = None, in_channels: int = 3, source: str | os.PathLike = "data set"):
+        if not samples:
+            raise DataError(f"{source}: no samples found")
+        if classes is None or len(classes) == 0:
+            raise SeglabError(f"{source}: classes must list at least one class name")
+        if len(classes) > IGNORE_INDEX:
+            raise SeglabError(f"{source}: at most {IGNORE_INDEX} classes (255 is the ignore index), "
+                              f"got {len(classes)}")
+        self.samples = [(Path(i), Path(m)) for i, m in samples]
+        self.classes = [str(c) for c in classes]
+        palette = default_palette(len(self.classes)) if palette is None else palette
+        self.palette = [tuple(int(v) for v in c) for c in palette]
+        if len(self.palette) != len(self.classes) or any(len(c) != 3 for c in self.palette):
+            raise SeglabError(f"{source}: palette needs one (r, g, b) colour per class "
+                              f"({len(self.classes)}), got {len(self.palette)} entries")
+        self.in_channels = int(in_channels)
+        if transform is None:
+            mean, std = ((IMAGENET_MEAN, IMAGENET_STD) if self.in_channels == 3
+                         else ((0.5,) * self.in_channels, (0.5,) * self.in_channels))
+            transform = EvalTransform(mean, std)
+        self.transform = transform
+        self.label_lut = make_lut(label_map)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def map_label(self, raw: np.ndarray, path: Path) -> np.ndarray:
+        """Apply the label mapping and check every value is a class index or the ignore index."""
+        lut = self.label_lut
+        if lut is None:
+            mask = raw
+        elif raw.size and raw.min() >= 0 and raw.max() < len(lut):
+            mask = lut[raw]
+        else:
+            mask = raw.copy()
+            inside = (raw >= 0) & (raw < len(lut))
+            mask[inside] = lut[raw[inside]]
+        bad = ((mask < 0) | (mask >= self.num_classes)) & (mask != IGNORE_INDEX)
+        if bad.any():
+            values = np.unique(raw[bad])
+            shown = ", ".join(str(v) for v in values[:10]) + (", ..." if len(values) > 10 else "")
+            stored = " (as stored in the file, before label mapping)" if lut is not None else ""
+            raise DataError(f"{path}: label values {shown}{stored} are outside [0, {self.num_classes}) "
+                            f"and not the ignore index {IGNORE_INDEX} ({int(bad.sum())} pixels)")
+        return mask
+
+    def _check_size(self, img_path: Path, lbl_path: Path, image_hw: tuple[int, int],
+                    label_hw: tuple[int, int]) -> None:
+        if tuple(image_hw) != tuple(label_hw):
+            raise DataError(f"{img_path} and {lbl_path} differ in size: {image_hw[1]}x{image_hw[0]} vs "
+                            f"{label_hw[1]}x{label_hw[0]}")
+
+    def read_mask(self, i: int) -> np.ndarray:
+        """The mapped int64 label map of sample i, checked against its image's size (header only)."""
+        img_path, lbl_path = self.samples[i]
+        raw = read_label(lbl_path)
+        w, h = image_size(img_path)
+        self._check_size(img_path, lbl_path, (h, w), raw.shape)
+        return self.map_label(raw, lbl_path)
+
+    def read_raw(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """(uint8 H x W x C image, int64 H x W label map after label mapping), untransformed."""
+        img_path, lbl_path = self.samples[i]
+        image = read_image(img_path, self.in_channels)
+        raw = read_label(lbl_path)
+        self._check_size(img_path, lbl_path, image.shape[:2], raw.shape)
+        return image, self.map_label(raw, lbl_path)
+
+    def __getitem__(self, i: int) -> dict:
+        image, mask = self.read_raw(i)
+        image_t, mask_t = self.transform(image, mask)
+        if not isinstance(image_t, torch.Tensor) or not isinstance(mask_t, torch.Tensor):
+            raise SeglabError(f"transform {self.transform!r} must return (image tensor, mask tensor)")
+        return {"image": image_t, "mask": mask_t.long(), "path": str(self.samples[i][0])}
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({_plural(len(self), 'sample', 'samples')}, "
+                f"{_plural(self.num_classes, 'class', 'classes')})")
+
+
+def find_pairs(image_dir: Path, mask_dir: Path, *, image_suffix: str | None = None,
+               mask_suffix: str = ".png", recursive: bool = False) -> list[Sample]:
+    """Pair every image in `image_dir` with `mask_dir/<same subfolder>/<key><mask_suffix>`, where key is
+    the image's name without `image_suffix` (without its extension when `image_suffix` is None)."""
+    check_dir(image_dir, "image folder")
+    check_dir(mask_dir, "label folder")
+    files = sorted(image_dir.rglob("*") if recursive else image_dir.iterdir())
+    samples = []
+    for f in files:
+        if not f.is_file():
+            continue
+        if image_suffix is None:
+            if f.suffix.lower() not in IMAGE_EXTENSIONS:
+                continue
+            key = f.stem
+        else:
+            if not f.name.endswith(image_suffix):
+                continue
+            key = f.name[: len(f.name) - len(image_suffix)]
+        label = mask_dir / f.parent.relative_to(image_dir) / (key + mask_suffix)
+        if not label.is_file():
+            raise DataError(f"{label}: label file not found (for image {f})")
+        samples.append((f, label))
+    if not samples:
+        what = f"*{image_suffix}" if image_suffix else "images (" + ", ".join(IMAGE_EXTENSIONS) + ")"
+        raise DataError(f"{image_dir}: no {what} found{' (searched recursively)' if recursive else ''}")
+    return samples
+
+
+class SegmentationFolder(SegmentationDataset):
+    """Pairs from two folders matched by file name, or from a list file of `image label` lines.
+
+    Folder mode: `image_dir` + `mask_dir` (relative to `root` when given); `image.jpg` pairs with
+    `<mask_dir>/image<mask_suffix>`; `image_suffix` (e.g. "_leftImg8bit.png") selects images and is
+    stripped to form the key; `recursive=True` keeps subfolders (`a/x.png` -> `<mask_dir>/a/x.png`).
+    List mode: `list_file` with `image label` lines relative to `root` (default: the list's folder).
+    `label_map` maps stored values to class indices (dict or lookup table); 255 is ignored.
+    """
+
+    def __init__(self, image_dir: str | os.PathLike | None = None, *, mask_dir: str | os.PathLike | None = None,
+                 list_file: str | os.PathLike | None = None, root: str | os.PathLike | None = None,
+                 classes: Sequence[str], palette: Sequence[Sequence[int]] | None = None,
+                 transform: Callable | None = None, label_map: LabelMap = None, in_channels: int = 3,
+                 image_suffix: str | None = None, mask_suffix: str = ".png", recursive: bool = False):
+        root = Path(root) if root is not None else None
+        if root is not None:
+            check_dir(root, "data set root")
+        if list_file is not None:
+            if image_dir is not None or mask_dir is not None:
+                raise SeglabError("SegmentationFolder: give either list_file or image_dir + mask_dir, not both")
+            list_file = Path(list_file)
+            if root is not None and not list_file.is_absolute() and not list_file.exists():
+                list_file = root / list_file
+            samples, source = read_list_file(list_file, root), list_file
+        else:
+            if image_dir is None or mask_dir is None:
+                raise SeglabError("SegmentationFolder: give image_dir and mask_dir, or list_file")
+            image_dir, mask_dir = Path(image_dir), Path(mask_dir)
+            if root is not None:
+                image_dir, mask_dir = root / image_dir, root / mask_dir
+            samples = find_pairs(image_dir, mask_dir, image_suffix=image_suffix, mask_suffix=mask_suffix,
+                                 recursive=recursive)
+            source = image_dir
+        super().__init__(samples, classes=classes, palette=palette, transform=transform,
+                         label_map=label_map, in_channels=in_channels, source=source)
