@@ -96,8 +96,14 @@ class Predictor:
         """(N, C_in, H, W) -> (N, H, W) class indices."""
         return self.probabilities(images).argmax(1)
 
-    def predict_image(self, image: np.ndarray, *, mean, std, path: str | None = None) -> SemanticResult:
-        """One HxWxC uint8 image -> SemanticResult with labels (H, W) and probabilities (C, H, W)."""
+    def predict_image(self, image: np.ndarray, *, mean=None, std=None, path: str | None = None) -> SemanticResult:
+        """One HxWxC uint8 image -> SemanticResult with labels (H, W) and probabilities (C, H, W).
+        mean / std default to what the model was trained with (recorded by `save_model`), else ImageNet's."""
+        from ..config import IMAGENET_MEAN, IMAGENET_STD
+
+        config = getattr(self.model, "seglab_config", {})
+        mean = mean if mean is not None else config.get("mean", IMAGENET_MEAN)
+        std = std if std is not None else config.get("std", IMAGENET_STD)
         x = torch.from_numpy(image).permute(2, 0, 1).float().div_(255)
         mean_t = torch.tensor(mean, dtype=torch.float32)[:, None, None]
         std_t = torch.tensor(std, dtype=torch.float32)[:, None, None]
