@@ -53,11 +53,19 @@ def cmd_models(args) -> int:
         for n in names:
             print(f"{n:<28} {model_task(n)}")
         return 0
-    print(f"{'model':<28} {'task':<10} {'params (M) @ ' + str(args.num_classes) + ' classes':>24}")
+    from .utils.params import count_parameters
+
+    print(f"parameters (millions) at {args.num_classes} classes, default settings; 'eval' leaves out "
+          f"auxiliary heads used only in training")
+    print(f"{'model':<24} {'task':<10} {'eval':>8} {'total':>8}")
     for n in names:
-        model = create_model(n, num_classes=args.num_classes)
-        count = sum(p.numel() for p in model.parameters())
-        print(f"{n:<28} {model_task(n):<10} {count / 1e6:>24.2f}")
+        kwargs = {"aux_loss": True} if args.aux else {}
+        try:
+            model = create_model(n, num_classes=args.num_classes, **kwargs)
+        except SeglabError:  # a model without an auxiliary head
+            model = create_model(n, num_classes=args.num_classes)
+        total, used = count_parameters(model)
+        print(f"{n:<24} {model_task(n):<10} {used / 1e6:>8.2f} {total / 1e6:>8.2f}")
     return 0
 
 
@@ -178,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--task", choices=["semantic", "instance", "panoptic"])
     s.add_argument("--params", action="store_true", help="also print parameter counts")
     s.add_argument("--num-classes", type=int, default=21, help="classes for --params (default 21)")
+    s.add_argument("--aux", action="store_true", help="with --params: build models with aux_loss=True")
     s.set_defaults(func=cmd_models)
     return p
 
