@@ -9,30 +9,27 @@ Each model is built tiny from `TINY_KWARGS` and checked for:
 - `create_model` with an unknown keyword fails with `SeglabError`;
 - `in_channels` other than 3 works.
 
-A newly registered model fails here until its tiny settings are added to `TINY_KWARGS`.
+A newly registered model fails here until its tiny settings are added in tests/models/tiny/*.yaml.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+import yaml
 import torch.nn.functional as F
 
 import seglab
 from seglab import SeglabError
 
-# Tiny-width settings per entrypoint: enough to exercise every code path in well under a second.
-TINY_KWARGS: dict[str, dict] = {
-    "fcn32s_vgg16": dict(width_div=16, fc_channels=32),
-    "fcn16s_vgg16": dict(width_div=16, fc_channels=32),
-    "fcn8s_vgg16": dict(width_div=16, fc_channels=32),
-    "fcn_resnet18": dict(width=8),
-    "fcn_resnet34": dict(width=8),
-    "fcn_resnet50": dict(width=8),
-    "fcn_resnet101": dict(width=8),
-    "segnet_vgg16": dict(width_div=16),
-    "unet": dict(base_channels=4),
-    "bisenetv2": dict(width_mult=0.125, head_channels=16, aux_channels=8),
-}
+# Tiny-width settings per entrypoint, one YAML file per model family in tests/models/tiny/: enough to
+# exercise every code path in well under a second.
+TINY_KWARGS: dict[str, dict] = {}
+for _f in sorted((Path(__file__).parent / "tiny").glob("*.yaml")):
+    for _name, _kwargs in (yaml.safe_load(_f.read_text()) or {}).items():
+        assert _name not in TINY_KWARGS, f"{_name} has tiny settings in two files"
+        TINY_KWARGS[_name] = _kwargs or {}
 
 # {entrypoint: {parameter name: why it gets no gradient in a training step}}. Keep this empty unless a
 # parameter is unused in training by design.
@@ -46,7 +43,7 @@ MODELS = seglab.list_models(task="semantic")
 def _tiny(name: str) -> dict:
     if name not in TINY_KWARGS:
         pytest.fail(f"model {name!r} is registered but has no tiny settings: add "
-                    f"TINY_KWARGS[{name!r}] = dict(...) in tests/models/test_contract.py "
+                    f"`{name}: {{...}}` to a YAML file in tests/models/tiny/ "
                     f"(small widths so the contract runs in well under a second)")
     return dict(TINY_KWARGS[name])
 
