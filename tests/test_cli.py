@@ -80,6 +80,11 @@ def test_predict_writes_label_pngs_and_overlays(trained, tiny_synthetic, tmp_pat
         assert labels.max() < 6
         assert (tmp_path / f"{img.stem}_overlay.png").is_file()
     assert str(tmp_path) in capsys.readouterr().out
+    # bf16 autocast and sliding-window options run and give labels of the same size
+    assert main(["predict", "--checkpoint", str(run / "best.safetensors"), str(images[0]), "--out",
+                 str(tmp_path / "bf16"), "--bf16", "--slide", "32,stride=16"]) == 0
+    bf16 = np.array(Image.open(tmp_path / "bf16" / f"{images[0].stem}.png"))
+    assert bf16.shape == np.array(Image.open(images[0])).shape[:2]
 
 
 def test_models_lists_and_counts(capsys):

@@ -104,7 +104,7 @@ def cmd_eval(args) -> int:
     crop, stride = _parse_slide(args.slide)
     if crop is None and cfg.eval.slide is not None:
         crop, stride = cfg.eval.slide.crop, cfg.eval.slide.stride
-    predictor = Predictor(model, slide=crop, stride=stride)
+    predictor = Predictor(model, slide=crop, stride=stride, bf16=args.bf16)
     out = Path(args.out) if args.out else ckpt.parent / "eval"
     t0 = time.perf_counter()
     results = evaluate_and_report(model, val_ds, out, predictor=predictor, progress=show_progress(None), log=_log)
@@ -129,7 +129,7 @@ def cmd_predict(args) -> int:
     meta = model.seglab_config
     palette = meta.get("palette") or default_palette(meta["num_classes"])
     crop, stride = _parse_slide(args.slide)
-    predictor = Predictor(model, slide=crop, stride=stride)
+    predictor = Predictor(model, slide=crop, stride=stride, bf16=args.bf16)
     in_channels = meta.get("kwargs", {}).get("in_channels", 3)
     out = Path(args.out)
     written = predict_files(predictor, files, out, mean=meta.get("mean", IMAGENET_MEAN),
@@ -147,6 +147,12 @@ def cmd_demo(args) -> int:
 
 
 # --- parser ----------------------------------------------------------------------------------------
+
+def _add_inference_options(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--slide", default=None, help="sliding-window inference, e.g. 512,stride=341")
+    s.add_argument("--bf16", action="store_true",
+                   help="bf16 autocast: about 2x faster on CPUs with AVX-512 bf16, slightly different numbers")
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="seglab", description="Semantic, instance and panoptic segmentation.")
@@ -170,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("overrides", nargs="*", metavar="key=value")
     s.add_argument("--checkpoint", required=True, help="best.safetensors, last.pt or a torchvision checkpoint")
     s.add_argument("--out", default=None, help="output folder (default: <checkpoint folder>/eval)")
-    s.add_argument("--slide", default=None, help="sliding-window inference, e.g. 512,stride=341")
+    _add_inference_options(s)
     s.set_defaults(func=cmd_eval)
 
     s = sub.add_parser("predict", help="predict label maps and overlays for images or folders")
@@ -178,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--checkpoint", help="a seglab .safetensors model file (e.g. best.safetensors)")
     s.add_argument("--model", help="name of a model shipped with seglab")
     s.add_argument("--out", required=True)
-    s.add_argument("--slide", default=None, help="sliding-window inference, e.g. 512,stride=341")
+    _add_inference_options(s)
     s.set_defaults(func=cmd_predict)
 
     s = sub.add_parser("models", help="list the registered models")
