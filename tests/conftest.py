@@ -1,11 +1,15 @@
 import os
 from pathlib import Path
 
-import pytest
-import torch
+# Threads that spin while waiting steal the other worker's core on a 2-core machine; set before torch
+# loads OpenMP.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-# Two cores: keep each test process from oversubscribing them.
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+# One thread per pytest-xdist worker (the workers already fill the cores), else up to two.
+torch.set_num_threads(1 if "PYTEST_XDIST_WORKER" in os.environ else max(1, min(2, os.cpu_count() or 1)))
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
