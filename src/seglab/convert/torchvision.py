@@ -10,8 +10,10 @@ Backbones (`load_backbone_weights`): ImageNet classifiers.
   they are subsampled as DeepLab did: every 4th channel and every 3rd tap (`w[::4, :, ::3, ::3]`).
 
 Whole models (`convert_model_state_dict`): torchvision segmentation checkpoints. seglab's FCN-ResNet
-keeps torchvision's layout, so the mapping is the identity plus dropping the auxiliary head when the
-model has none; `_RENAMES` is where layouts that differ (e.g. deeplabv3's head) add their rules.
+(fcn_resnet50/101) and DeepLab v3 (deeplabv3_resnet50/101: `classifier.0.convs.*` /
+`classifier.0.project.*` ASPP, `classifier.1/2/4`, FCN `aux_classifier`) keep torchvision's layout, so
+the mapping is the identity plus dropping the auxiliary head when the model has none; `_RENAMES` is
+where a layout that differs would add its rules.
 """
 from __future__ import annotations
 
@@ -23,7 +25,8 @@ from torch import nn
 from ..errors import SeglabError
 from ..hub import read_state_dict
 
-# (regex on a torchvision key, replacement) applied in order to whole-model checkpoints; FCN needs none.
+# (regex on a torchvision key, replacement) applied in order to whole-model checkpoints; FCN and
+# DeepLab v3 need none (their module names are torchvision's).
 _RENAMES: list[tuple[str, str]] = []
 # Heads a torchvision checkpoint may carry that a seglab model may be built without (aux_loss=False).
 _OPTIONAL_PREFIXES = ("aux_classifier.",)
@@ -91,7 +94,8 @@ def load_backbone_weights(model: nn.Module, name: str, path) -> None:
 
 
 def convert_model_state_dict(model: nn.Module, state: dict) -> dict:
-    """Map a torchvision whole-model checkpoint (fcn_resnet50/101, with or without aux) onto `model`.
+    """Map a torchvision whole-model checkpoint (fcn_resnet50/101, deeplabv3_resnet50/101, with or
+    without aux) onto `model`.
 
     Returns the renamed state dict; the caller (`seglab.hub.load_weights`) checks shapes and loads it
     strictly. Raises `SeglabError` when the checkpoint lacks tensors the model needs.
