@@ -57,7 +57,7 @@ def cmd_models(args) -> int:
 
     print(f"parameters (millions) at {args.num_classes} classes, default settings; 'eval' leaves out "
           f"auxiliary heads used only in training")
-    print(f"{'model':<24} {'task':<10} {'eval':>8} {'total':>8}")
+    print(f"{'model':<27} {'task':<10} {'eval':>8} {'total':>8}")
     for n in names:
         kwargs = {"aux_loss": True} if args.aux else {}
         try:
@@ -65,7 +65,7 @@ def cmd_models(args) -> int:
         except SeglabError:  # a model without an auxiliary head
             model = create_model(n, num_classes=args.num_classes)
         total, used = count_parameters(model)
-        print(f"{n:<24} {model_task(n):<10} {used / 1e6:>8.2f} {total / 1e6:>8.2f}")
+        print(f"{n:<27} {model_task(n):<10} {used / 1e6:>8.2f} {total / 1e6:>8.2f}")
     return 0
 
 
