@@ -1,0 +1,154 @@
+"""Speed of the fully connected CRF (`seglab.inference.dense_crf`) on one 480x360 image, 11 labels.
+
+Prints one JSON line per measurement: the machine; the permutohedral lattice build for the appearance
+kernel; one mean-field iteration split into its parts (appearance kernel = splat + blur + slice,
+smoothness kernel = exact separable Gaussian, the rest = Potts compatibility + softmax); the whole
+`dense_crf` call; and the O(N^2) brute-force cost, measured on a small image and extrapolated by
+(N_big / N_small)^2 (the 172800^2 kernel matrix alone would take 119 GB in float32). Also the
+agreement of lattice and brute-force CRF outputs on the small image.
+
+The image is the first CamVid validation image from ../shared/data/camvid when present (the real
+colour statistics set the lattice size), else a synthetic one. Probabilities are a coarse, softened
+version of its label map (or random). Each figure is the minimum over --runs repetitions: on a shared
+machine the minimum is the least disturbed measurement.
+
+    python benchmarks/crf_speed.py                 # 2 threads, 5 iterations, 7 runs
+    python benchmarks/crf_speed.py --runs 11 --iterations 10
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from seglab.inference import dense_crf
+from seglab.inference.crf import _BruteKernel, _features, gaussian_grid_filter
+from seglab.inference.permutohedral import PermutohedralLattice
+
+CAMVID = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"
+DEFAULTS = dict(pos_w=3.0, pos_xy_std=1.0, bi_w=4.0, bi_xy_std=67.0, bi_rgb_std=3.0)
+
+
+def cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def timed(fn, runs: int) -> tuple[float, float]:
+    fn()  # warm-up
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times), statistics.median(times)
+
+
+def load_case(num_classes: int = 11):
+    val = CAMVID / "val"
+    if val.is_dir():
+        from PIL import Image
+
+        name = sorted(p.name for p in val.iterdir())[0]
+        image = np.array(Image.open(val / name).convert("RGB"))
+        labels = torch.from_numpy(np.array(Image.open(CAMVID / "valannot" / name))).long().clamp_max(num_classes - 1)
+        onehot = F.one_hot(labels, num_classes).permute(2, 0, 1).float()[None]
+        coarse = F.interpolate(F.avg_pool2d(onehot, 8), size=labels.shape, mode="bilinear", align_corners=False)[0]
+        probs = torch.softmax(coarse.clamp_min(1e-3).log(), 0)
+        return f"camvid/val/{name}", image, probs
+    g = torch.Generator().manual_seed(0)
+    image = F.interpolate(torch.rand(1, 3, 12, 16, generator=g) * 255, size=(360, 480), mode="bilinear")[0]
+    image = (image.permute(1, 2, 0) + 2 * torch.randn(360, 480, 3, generator=g)).clamp(0, 255).to(torch.uint8)
+    return "synthetic", image.numpy(), torch.softmax(torch.randn(num_classes, 360, 480, generator=g), 0)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--iterations", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--small", type=int, nargs=2, default=(48, 64), metavar=("H", "W"),
+                        help="image size for the brute-force measurement")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    emit = lambda **kw: print(json.dumps(kw), flush=True)  # noqa: E731
+
+    source, image, probs = load_case()
+    h, w = image.shape[:2]
+    c, n = probs.shape[0], h * w
+    emit(kind="machine", cpu=cpu_name(), threads=args.threads, torch=torch.__version__,
+         loadavg_1min=os.getloadavg()[0], image=source, size=[h, w], labels=c, params=DEFAULTS)
+
+    feats = _features(torch.from_numpy(image), DEFAULTS["bi_xy_std"], DEFAULTS["bi_rgb_std"])
+    build_min, build_med = timed(lambda: PermutohedralLattice(feats), args.runs)
+    lattice = PermutohedralLattice(feats)
+    emit(kind="lattice_build", seconds_min=build_min, seconds_median=build_med, points=n,
+         vertices=lattice.num_vertices, vertices_per_point=lattice.num_vertices / n)
+
+    q = probs.reshape(c, n)                     # dense_crf keeps Q as (C, N)
+    qt = q.t().contiguous()
+    parts = {
+        "splat": lambda: lattice.splat(qt),
+        "blur": (lambda s=lattice.splat(qt): lattice.blur(s)),
+        "slice": (lambda b=lattice.blur(lattice.splat(qt)): lattice.slice(b)),
+        "appearance_filter": lambda: lattice.filter(q.t()),
+        "smoothness_filter": lambda: gaussian_grid_filter(probs, DEFAULTS["pos_xy_std"]),
+        "softmax": lambda: torch.softmax(q, 0),
+    }
+    iteration = {name: timed(fn, args.runs)[0] for name, fn in parts.items()}
+    emit(kind="iteration_parts", seconds_min=iteration)
+
+    # Full call and set-up only (0 iterations), interleaved so both see the same machine load.
+    full = lambda: dense_crf(image, probs, args.iterations, **DEFAULTS)  # noqa: E731
+    setup = lambda: dense_crf(image, probs, 0, **DEFAULTS)  # noqa: E731
+    full(), setup()
+    totals, setups = [], []
+    for _ in range(args.runs):
+        for fn, bucket in ((full, totals), (setup, setups)):
+            t0 = time.perf_counter()
+            fn()
+            bucket.append(time.perf_counter() - t0)
+    per_iter = (min(totals) - min(setups)) / max(args.iterations, 1)
+    emit(kind="dense_crf", iterations=args.iterations, seconds_min=min(totals),
+         seconds_median=statistics.median(totals), setup_seconds_min=min(setups), per_iteration_seconds=per_iter)
+
+    # Brute force: the dense N x N kernel product on a small image, extrapolated quadratically.
+    sh, sw = args.small
+    small = F.interpolate(torch.from_numpy(image).permute(2, 0, 1)[None].float(), size=(sh, sw),
+                          mode="bilinear", align_corners=False)[0].permute(1, 2, 0).round().clamp(0, 255)
+    small = small.to(torch.uint8).numpy()
+    sprobs = F.interpolate(probs[None], size=(sh, sw), mode="bilinear", align_corners=False)[0]
+    sprobs = sprobs / sprobs.sum(0, keepdim=True)
+    ns = sh * sw
+    bi = _BruteKernel(_features(torch.from_numpy(small), DEFAULTS["bi_xy_std"], DEFAULTS["bi_rgb_std"]))
+    pos = _BruteKernel(_features(torch.from_numpy(small), DEFAULTS["pos_xy_std"], None))
+    qs = sprobs.reshape(c, ns).t().contiguous()
+    brute_iter, _ = timed(lambda: (bi.filter(qs), pos.filter(qs)), args.runs)
+    factor = (n / ns) ** 2
+    emit(kind="brute_force", small_size=[sh, sw], small_per_iteration_seconds=brute_iter,
+         extrapolated_per_iteration_seconds=brute_iter * factor,
+         extrapolated_5_iterations_seconds=5 * brute_iter * factor, kernel_matrix_gb=2 * n * n * 4 / 1e9,
+         speedup_vs_lattice_per_iteration=brute_iter * factor / per_iter)
+
+    exact = dense_crf(small, sprobs, args.iterations, method="brute", **DEFAULTS)
+    fast = dense_crf(small, sprobs, args.iterations, **DEFAULTS)
+    emit(kind="lattice_vs_brute_crf", small_size=[sh, sw], mean_abs_dq=(exact - fast).abs().mean().item(),
+         max_abs_dq=(exact - fast).abs().max().item(),
+         argmax_agreement=(exact.argmax(0) == fast.argmax(0)).float().mean().item())
+
+
+if __name__ == "__main__":
+    main()
