@@ -215,3 +215,30 @@ def test_console_script_exit_status_and_debug_traceback(tmp_path):
     assert proc.stderr.startswith("seglab: error: ") and "Traceback" not in proc.stderr
     debug = subprocess.run(cmd[:3] + ["--debug"] + cmd[3:], capture_output=True, text=True)
     assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+def test_eval_with_tta_and_crf_and_crf_search(trained, tmp_path, capsys):
+    cfg, run = trained
+    model = str(run / "best.safetensors")
+    assert main(["eval", str(cfg), "--checkpoint", model, "--out", str(tmp_path / "plain")]) == 0
+    assert main(["eval", str(cfg), "--checkpoint", model, "--out", str(tmp_path / "tta"),
+                 "--tta", "flip,scales=0.75,1", "--crf", "iterations=2"]) == 0
+    out = capsys.readouterr().out
+    assert "trimap" in out
+    plain = json.loads((tmp_path / "plain" / "eval_metrics.json").read_text())
+    refined = json.loads((tmp_path / "tta" / "eval_metrics.json").read_text())
+    assert "trimap_acc@2px" in refined and refined["confusion"] != plain["confusion"]
+    assert main(["crf-search", str(cfg), "--checkpoint", model, "--grid", "bi_w=3,5;bi_rgb_std=3",
+                 "--base", "iterations=2", "--max-images", "2", "--out", str(tmp_path / "s.json")]) == 0
+    rows = json.loads((tmp_path / "s.json").read_text())
+    assert len(rows) == 3 and sum(r["params"] is None for r in rows) == 1
+    assert "best: eval.crf = {" in capsys.readouterr().out
+
+
+def test_bad_tta_and_crf_flags(trained, tmp_path, capsys):
+    cfg, run = trained
+    model = str(run / "best.safetensors")
+    assert main(["eval", str(cfg), "--checkpoint", model, "--tta", "flip,scales=big"]) == 2
+    assert "--tta" in _error_line(capsys)
+    assert main(["eval", str(cfg), "--checkpoint", model, "--crf", "bi_ww=3"]) == 2
+    assert "bi_ww" in _error_line(capsys)

@@ -45,3 +45,12 @@ def test_shipped_configs_validate_and_name_registered_models(path):
     cfg = load_config(path)
     assert isinstance(cfg, Config)
     assert cfg.model.name in list_models()
+
+
+def test_eval_section_takes_slide_tta_and_crf_options():
+    cfg = config_from_dict({"model": {"name": "unet"}, "eval": {
+        "slide": {"crop": [64, 64], "stride": [32, 32]}, "tta": {"flip": True, "scales": [0.5, 1.0]},
+        "crf": {"bi_w": 5, "iterations": 3}}})
+    assert cfg.eval.tta.scales == (0.5, 1.0) and cfg.eval.crf.bi_w == 5 and cfg.eval.crf.pos_w == 3.0
+    with pytest.raises(ConfigError, match=r"unknown config key eval\.crf\.bi_ww"):
+        config_from_dict({"model": {"name": "unet"}, "eval": {"crf": {"bi_ww": 5}}})

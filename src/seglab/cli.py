@@ -42,6 +42,28 @@ def _log(msg: str) -> None:
     tqdm.write(msg, file=sys.stdout)
 
 
+def _predictor_from(args, model, cfg):
+    """The predictor that --slide / --tta / --crf / --bf16 (or the config's eval section) describe."""
+    from .inference import build_predictor, parse_tta_spec
+    from .inference.crf_search import parse_crf_params
+
+    ev = cfg.eval if cfg is not None else None
+    crop, stride = _parse_slide(args.slide)
+    blend = "gaussian"
+    if crop is None and ev is not None and ev.slide is not None:
+        crop, stride, blend = ev.slide.crop, ev.slide.stride, ev.slide.blend
+    tta = ev.tta.model_dump() if ev is not None and ev.tta is not None else None
+    if args.tta is not None:
+        try:
+            tta = parse_tta_spec(args.tta)
+        except ValueError as e:
+            raise SeglabError(f"--tta: {e}") from None
+    crf = ev.crf.model_dump() if ev is not None and ev.crf is not None else None
+    if args.crf is not None:
+        crf = {**(crf or {}), **parse_crf_params(args.crf)}
+    return build_predictor(model, slide=crop, stride=stride, blend=blend, bf16=args.bf16, tta=tta, crf=crf)
+
+
 # --- subcommands -----------------------------------------------------------------------------------
 
 def cmd_models(args) -> int:
@@ -81,16 +103,14 @@ def cmd_train(args) -> int:
     return 0
 
 
-def cmd_eval(args) -> int:
-    from .config import load_config
+def _model_and_val_set(cfg, checkpoint: str):
+    """The config's validation split and its model with the checkpoint's weights (best.safetensors,
+    last.pt or a torchvision file)."""
     from .engine.checkpoint import load_checkpoint
-    from .engine.evaluate import evaluate_and_report
-    from .engine.trainer import build_datasets, build_model_for, show_progress
+    from .engine.trainer import build_datasets, build_model_for
     from .hub import load_weights
-    from .inference import Predictor
 
-    cfg = load_config(args.config, args.overrides)
-    ckpt = Path(args.checkpoint)
+    ckpt = Path(checkpoint)
     if not ckpt.is_file():
         raise SeglabError(f"checkpoint not found: {ckpt}")
     _, val_ds = build_datasets(cfg, train=False)
@@ -101,10 +121,48 @@ def cmd_eval(args) -> int:
         model.load_state_dict(load_checkpoint(ckpt)["model"])
     else:
         load_weights(model, ckpt)
-    crop, stride = _parse_slide(args.slide)
-    if crop is None and cfg.eval.slide is not None:
-        crop, stride = cfg.eval.slide.crop, cfg.eval.slide.stride
-    predictor = Predictor(model, slide=crop, stride=stride, bf16=args.bf16)
+    return model.eval(), val_ds
+
+
+def cmd_crf_search(args) -> int:
+    from .config import load_config
+    from .engine.trainer import show_progress
+    from .inference.crf_search import crf_grid_search, parse_crf_params, parse_grid
+    from .utils.io import write_json_atomic
+
+    cfg = load_config(args.config, args.overrides)
+    model, val_ds = _model_and_val_set(cfg, args.checkpoint)
+    args.crf = None
+    predictor = _predictor_from(args, model, cfg)
+    grid = parse_grid(args.grid)
+    base = {**(cfg.eval.crf.model_dump() if cfg.eval.crf else {}), **parse_crf_params(args.base or "")}
+    t0 = time.perf_counter()
+    rows = crf_grid_search(predictor, val_ds, grid, base=base, max_images=args.max_images,
+                           progress=show_progress(None))
+    trimap_keys = [k for k in rows[0] if k.startswith("trimap")]
+    _log(f"{'CRF parameters':<72} {'mIoU':>6} {'aAcc':>6} " + " ".join(f"{k[7:]:>12}" for k in trimap_keys))
+    for r in rows:
+        name = "none (network only)" if r["params"] is None else ", ".join(f"{k}={v:g}" for k, v in r["params"].items())
+        _log(f"{name:<72} {100 * r['mIoU']:6.2f} {100 * r['aAcc']:6.2f} "
+             + " ".join(f"{100 * r[k]:12.2f}" for k in trimap_keys))
+    out = Path(args.out) if args.out else Path(args.checkpoint).parent / "crf_search.json"
+    write_json_atomic(out, rows)
+    best = next(r for r in rows if r["params"] is not None)
+    _log(f"searched {len(rows) - 1} settings on {rows[0]['images']} images in {time.perf_counter() - t0:.0f}s; "
+         f"results in {out}")
+    _log("best: eval.crf = {" + ", ".join(f"{k}: {v:g}" for k, v in best["params"].items()) + "}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .config import load_config
+    from .engine.evaluate import evaluate_and_report
+    from .engine.trainer import show_progress
+
+    cfg = load_config(args.config, args.overrides)
+    model, val_ds = _model_and_val_set(cfg, args.checkpoint)
+    ckpt = Path(args.checkpoint)
+    predictor = _predictor_from(args, model, cfg)
     out = Path(args.out) if args.out else ckpt.parent / "eval"
     t0 = time.perf_counter()
     results = evaluate_and_report(model, val_ds, out, predictor=predictor, progress=show_progress(None), log=_log)
@@ -118,7 +176,6 @@ def cmd_predict(args) -> int:
     from .data.palettes import default_palette
     from .engine.trainer import show_progress
     from .hub import load_model
-    from .inference import Predictor
     from .inference.files import collect_inputs, predict_files
 
     source = args.checkpoint or args.model
@@ -128,8 +185,7 @@ def cmd_predict(args) -> int:
     model = load_model(source)
     meta = model.seglab_config
     palette = meta.get("palette") or default_palette(meta["num_classes"])
-    crop, stride = _parse_slide(args.slide)
-    predictor = Predictor(model, slide=crop, stride=stride, bf16=args.bf16)
+    predictor = _predictor_from(args, model, None)
     in_channels = meta.get("kwargs", {}).get("in_channels", 3)
     out = Path(args.out)
     written = predict_files(predictor, files, out, mean=meta.get("mean", IMAGENET_MEAN),
@@ -148,8 +204,13 @@ def cmd_demo(args) -> int:
 
 # --- parser ----------------------------------------------------------------------------------------
 
-def _add_inference_options(s: argparse.ArgumentParser) -> None:
+def _add_inference_options(s: argparse.ArgumentParser, *, crf: bool = True) -> None:
     s.add_argument("--slide", default=None, help="sliding-window inference, e.g. 512,stride=341")
+    s.add_argument("--tta", default=None, metavar="SPEC",
+                   help="test-time augmentation, e.g. flip,scales=0.75,1,1.25 (probabilities averaged)")
+    if crf:
+        s.add_argument("--crf", nargs="?", const="", default=None, metavar="PARAMS",
+                       help="refine with the dense CRF; optional parameters, e.g. bi_w=5,bi_xy_std=50")
     s.add_argument("--bf16", action="store_true",
                    help="bf16 autocast: about 2x faster on CPUs with AVX-512 bf16, slightly different numbers")
 
@@ -186,6 +247,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     _add_inference_options(s)
     s.set_defaults(func=cmd_predict)
+
+    s = sub.add_parser("crf-search", help="grid-search the dense CRF's parameters on the validation split")
+    s.add_argument("config")
+    s.add_argument("overrides", nargs="*", metavar="key=value")
+    s.add_argument("--checkpoint", required=True)
+    s.add_argument("--grid", default=None,
+                   help="e.g. 'bi_w=3,4,5;bi_xy_std=30,50,80;bi_rgb_std=3,5' (that is the default)")
+    s.add_argument("--base", default=None, help="fixed CRF parameters, e.g. iterations=10,pos_w=3")
+    s.add_argument("--max-images", type=int, default=None, help="use only the first N validation images")
+    s.add_argument("--out", default=None, help="JSON results (default: <checkpoint folder>/crf_search.json)")
+    _add_inference_options(s, crf=False)
+    s.set_defaults(func=cmd_crf_search)
 
     s = sub.add_parser("models", help="list the registered models")
     s.add_argument("filter", nargs="?", default=None, help="substring to filter names")

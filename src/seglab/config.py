@@ -72,8 +72,25 @@ class TrainConfig(_Strict):
     grad_clip: float | None = Field(None, gt=0)
 
 
+class TTAConfig(_Strict):
+    flip: bool = True
+    scales: tuple[float, ...] = (1.0,)
+
+
+class CRFConfig(_Strict):
+    """Dense CRF parameters (`seglab.inference.dense_crf`); defaults are DeepLab v2's."""
+    iterations: int = Field(5, ge=0)
+    pos_w: float = Field(3.0, ge=0)
+    pos_xy_std: float = Field(1.0, gt=0)
+    bi_w: float = Field(4.0, ge=0)
+    bi_xy_std: float = Field(67.0, gt=0)
+    bi_rgb_std: float = Field(3.0, gt=0)
+
+
 class EvalConfig(_Strict):
     slide: SlideConfig | None = None
+    tta: TTAConfig | None = None
+    crf: CRFConfig | None = None
 
 
 class Config(_Strict):

@@ -162,3 +162,18 @@ def test_state_dict_reset_and_table():
     assert m.format_table(class_names=["a", "b", "c", "d"]).splitlines()[-1] == lines[-1]
     m.reset()
     assert m.confusion.sum() == 0
+
+
+def test_trimap_accuracy_counts_only_pixels_near_label_boundaries():
+    from seglab.metrics.boundary import TrimapAccuracy, boundary_band
+
+    target = torch.zeros(8, 8, dtype=torch.long)
+    target[:, 4:] = 1                                     # one vertical edge between columns 3 and 4
+    band = boundary_band(target, 1)
+    assert band[:, 3:5].all() and band.sum() == 16
+    pred = target.clone()
+    pred[:, 0] = 1                                        # wrong far from the edge: not counted
+    pred[0, 3] = 1                                        # wrong inside the 1-px band
+    trimap = TrimapAccuracy(widths=(1,))
+    trimap.update(pred, target)
+    assert trimap.compute()["trimap_acc@1px"] == pytest.approx(15 / 16)

@@ -18,7 +18,11 @@ def evaluate(model: torch.nn.Module, dataset, *, num_classes: int, predictor: Pr
     metrics = SemanticMetrics(num_classes, ignore_index=getattr(dataset, "ignore_index", 255))
     for i in tqdm(range(len(dataset)), desc="eval", disable=not progress, leave=False, dynamic_ncols=True):
         sample = dataset[i]
-        pred = predictor.predict(sample["image"][None])[0]
+        if predictor.crf:  # the CRF needs the original colours
+            probs = predictor.probabilities(sample["image"][None])[0]
+            pred = predictor.refine(dataset.read_raw(i)[0], probs).argmax(0)
+        else:
+            pred = predictor.predict(sample["image"][None])[0]
         metrics.update(pred, sample["mask"])
         if confusion_callback is not None:
             confusion_callback(i, sample, pred)
@@ -33,13 +37,18 @@ def evaluate_and_report(model: torch.nn.Module, dataset, out_dir, *, predictor: 
     from pathlib import Path
 
     from ..metrics import format_table
+    from ..metrics.boundary import TrimapAccuracy
     from ..utils.io import write_json_atomic
     from ..viz import plot_confusion_matrix
 
     out_dir = Path(out_dir)
-    metrics = evaluate(model, dataset, num_classes=dataset.num_classes, predictor=predictor, progress=progress)
-    results = metrics.compute()
+    trimap = TrimapAccuracy(ignore_index=getattr(dataset, "ignore_index", 255))
+    metrics = evaluate(model, dataset, num_classes=dataset.num_classes, predictor=predictor, progress=progress,
+                       confusion_callback=lambda i, sample, pred: trimap.update(pred, sample["mask"]))
+    results = {**metrics.compute(), **trimap.compute()}
     log(format_table(results, list(dataset.classes)))
+    log("accuracy near boundaries (trimap): " + "  ".join(f"{k[11:]} {100 * v:.2f}"
+                                                          for k, v in results.items() if k.startswith("trimap")))
     write_json_atomic(out_dir / "eval_metrics.json",
                       {**_nan_to_none(results), "classes": list(dataset.classes), "num_images": len(dataset),
                        "confusion": metrics.confusion.tolist()})

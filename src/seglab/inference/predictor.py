@@ -40,13 +40,18 @@ class Predictor:
     """Turns normalised image tensors into class probabilities with a semantic model.
 
     `slide=(crop_h, crop_w), stride=(sh, sw)` enables sliding-window inference; otherwise the whole
-    image is processed at once.
+    image is processed at once. `crf` (a dict of `dense_crf` keyword arguments) refines the
+    probabilities of whole images with the fully connected CRF, which needs the original colours:
+    see `refine`, used by `predict_image` and `seglab.engine.evaluate`.
     """
+
+    crf: dict | None = None  # subclasses that wrap another predictor inherit "no CRF"
 
     def __init__(self, model: nn.Module, *, slide: Sequence[int] | None = None,
                  stride: Sequence[int] | None = None, blend: str = "gaussian", window_batch: int = 4,
-                 bf16: bool = False):
+                 bf16: bool = False, crf: dict | None = None):
         self.model = model.eval()
+        self.crf = crf
         self.slide = tuple(slide) if slide else None
         self.stride = tuple(stride) if stride else (tuple(int(c * 2 / 3) for c in self.slide) if self.slide else None)
         if blend not in ("uniform", "gaussian"):
@@ -92,6 +97,15 @@ class Predictor:
                 norm[0, 0, y:y + ch, x:x + cw] += weight
         return (acc / norm)[..., :h, :w]
 
+    def refine(self, image: np.ndarray, probs: torch.Tensor) -> torch.Tensor:
+        """Apply the CRF (when configured) to one image's (C, H, W) probabilities; `image` is the
+        original H x W x 3 uint8 image."""
+        if not self.crf:
+            return probs
+        from .crf import dense_crf
+
+        return dense_crf(image, probs, **self.crf)
+
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         """(N, C_in, H, W) -> (N, H, W) class indices."""
         return self.probabilities(images).argmax(1)
@@ -109,5 +123,18 @@ class Predictor:
         std_t = torch.tensor(std, dtype=torch.float32)[:, None, None]
         x = ((x - mean_t) / std_t)[None]
         device = next(self.model.parameters()).device
-        probs = self.probabilities(x.to(device))[0].cpu()
+        probs = self.refine(image, self.probabilities(x.to(device))[0].cpu())
         return SemanticResult(labels=probs.argmax(0), probs=probs, path=path)
+
+
+def build_predictor(model: nn.Module, *, slide=None, stride=None, blend: str = "gaussian", bf16: bool = False,
+                    tta: dict | None = None, crf: dict | None = None) -> Predictor:
+    """Whole-image or sliding-window prediction, optionally wrapped in flip / multi-scale TTA
+    (`tta={'flip': True, 'scales': (0.75, 1, 1.25)}`), optionally refined by the dense CRF."""
+    predictor = Predictor(model, slide=slide, stride=stride, blend=blend, bf16=bf16)
+    if tta and (tta.get("flip") or tuple(tta.get("scales", (1.0,))) != (1.0,)):
+        from .tta import TTAPredictor
+
+        predictor = TTAPredictor(predictor, flip=bool(tta.get("flip")), scales=tuple(tta.get("scales", (1.0,))))
+    predictor.crf = crf
+    return predictor
