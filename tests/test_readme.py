@@ -1,6 +1,5 @@
 """The README's Python example runs, and `.ci/run` uses the README's test command."""
 import re
-import shutil
 from pathlib import Path
 
 import seglab

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from seglab.data import (ADE20K, CAMVID_CLASSES, CITYSCAPES_CLASSES, VOC_CLASSES, VOC_PALETTE, CamVid,
+from seglab.data import (ADE20K, CAMVID_CLASSES, CITYSCAPES_CLASSES, VOC_CLASSES, CamVid,
                          Cityscapes, EvalTransform, SegmentationFolder, SyntheticSegmentation, TrainTransform,
                          VOCSegmentation, build_dataset, generate_synthetic)
 from seglab.errors import DataError, SeglabError

@@ -206,35 +206,13 @@ def test_forward_backward_at_odd_size(name):
 
 # --- a few steps fit a tiny batch --------------------------------------------------------------------
 
-def _synthetic_batch():
-    # Two 64x64 images of 32x32 class blocks; each class has its own colour, plus noise.
-    g = torch.Generator().manual_seed(0)
-    labels = torch.tensor([[[0, 1], [2, 0]], [[2, 2], [1, 0]]])
-    labels = labels.repeat_interleave(32, 1).repeat_interleave(32, 2)
-    colours = torch.tensor([[1.0, -1.0, 0.0], [-1.0, 1.0, 1.0], [0.0, 0.0, -1.0]])
-    images = colours[labels].permute(0, 3, 1, 2) + 0.2 * torch.randn(2, 3, 64, 64, generator=g)
-    return images, labels
-
-
 @pytest.mark.parametrize("name", ["deeplabv1_vgg16", "deeplabv2_resnet50", "deeplabv3_resnet50",
                                   "deeplabv3plus_resnet50", "deeplabv3plus_mobilenetv2"])
-def test_a_few_steps_fit_a_tiny_batch(name):
+def test_a_few_steps_fit_a_tiny_batch(name, fit_tiny_batch):
     torch.manual_seed(0)
-    images, labels = _synthetic_batch()
     extra = dict(dropout=0.0) if name != "deeplabv2_resnet50" else {}  # from scratch, dropout only slows it
     model = _tiny(name, **extra).train()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    losses = []
-    for _ in range(25):
-        out = model(images)
-        if isinstance(out, dict):
-            loss = F.cross_entropy(out["out"], labels) + 0.4 * F.cross_entropy(out["aux"], labels)
-        else:
-            loss = F.cross_entropy(out, labels)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = fit_tiny_batch(model, steps=25, lr=1e-2)
     assert sum(losses[-3:]) / 3 < 0.7 * losses[0], losses  # training-mode losses
 
 

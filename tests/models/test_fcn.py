@@ -75,35 +75,13 @@ def test_skip_scale_follows_the_at_once_release():
     assert (off.pool4_scale, off.pool3_scale) == (1.0, 1.0)
 
 
-def _synthetic_batch():
-    # Two 64x64 images of 32x32 class blocks; each class has its own colour, plus noise.
-    g = torch.Generator().manual_seed(0)
-    labels = torch.tensor([[[0, 1], [2, 0]], [[2, 2], [1, 0]]])
-    labels = labels.repeat_interleave(32, 1).repeat_interleave(32, 2)
-    colours = torch.tensor([[1.0, -1.0, 0.0], [-1.0, 1.0, 1.0], [0.0, 0.0, -1.0]])
-    images = colours[labels].permute(0, 3, 1, 2) + 0.2 * torch.randn(2, 3, 64, 64, generator=g)
-    return images, labels
-
-
 @pytest.mark.parametrize("name", sorted(TINY))
-def test_a_few_steps_fit_a_tiny_batch(name):
-    images, labels = _synthetic_batch()
+def test_a_few_steps_fit_a_tiny_batch(name, fit_tiny_batch):
     # Trained from scratch (no ImageNet features), the release's skip scaling and dropout 0.5 only
     # slow a 30-step fit down; the architecture under test is the same.
     extra = dict(dropout=0.0, skip_scale=False) if "vgg" in name else {}
     model = seglab.create_model(name, num_classes=3, **TINY[name], **extra).train()
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(30):
-        out = model(images)
-        if isinstance(out, dict):
-            loss = F.cross_entropy(out["out"], labels) + 0.4 * F.cross_entropy(out["aux"], labels)
-        else:
-            loss = F.cross_entropy(out, labels)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = fit_tiny_batch(model, steps=30, lr=3e-3)
     # Training-mode losses: eval mode's BN running statistics lag after 30 steps on tiny nets.
     assert sum(losses[-3:]) / 3 < 0.7 * losses[0], losses
 

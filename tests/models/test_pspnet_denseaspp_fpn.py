@@ -139,29 +139,11 @@ def test_semantic_fpn_branches_are_summed():
 
 # ---------------------------------------------------------------- training
 
-def _synthetic_batch():
-    g = torch.Generator().manual_seed(0)
-    labels = torch.tensor([[[0, 1], [2, 0]], [[2, 2], [1, 0]]])
-    labels = labels.repeat_interleave(24, 1).repeat_interleave(24, 2)
-    colours = torch.tensor([[1.0, -1.0, 0.0], [-1.0, 1.0, 1.0], [0.0, 0.0, -1.0]])
-    images = colours[labels].permute(0, 3, 1, 2) + 0.2 * torch.randn(2, 3, 48, 48, generator=g)
-    return images, labels
-
-
 @pytest.mark.parametrize("name", sorted(TINY))
-def test_a_few_steps_fit_a_tiny_batch(name):
-    images, labels = _synthetic_batch()
-    model = seglab.create_model(name, num_classes=3, **TINY[name]).train()
-    criterion = SegmentationLoss()  # aux_weight 0.4, PSPNet's deep-supervision weight
-    assert criterion.aux_weight == 0.4
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(15):
-        loss = criterion(model(images), labels)["loss"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+def test_a_few_steps_fit_a_tiny_batch(name, fit_tiny_batch):
+    assert SegmentationLoss().aux_weight == 0.4  # PSPNet's deep-supervision weight is the default
+    model = seglab.create_model(name, num_classes=3, **TINY[name])
+    losses = fit_tiny_batch(model, steps=15, lr=3e-3, size=48)
     assert sum(losses[-3:]) / 3 < 0.7 * losses[0], losses
 
 

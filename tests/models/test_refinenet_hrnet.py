@@ -192,17 +192,8 @@ def test_no_aux_head(name):
 
 # --- training ---------------------------------------------------------------------------------------------
 
-def _synthetic_batch():
-    g = torch.Generator().manual_seed(0)
-    labels = torch.tensor([[[0, 1], [2, 0]], [[2, 2], [1, 0]]])
-    labels = labels.repeat_interleave(24, 1).repeat_interleave(24, 2)
-    colours = torch.tensor([[1.0, -1.0, 0.0], [-1.0, 1.0, 1.0], [0.0, 0.0, -1.0]])
-    images = colours[labels].permute(0, 3, 1, 2) + 0.2 * torch.randn(2, 3, 48, 48, generator=g)
-    return images, labels
-
-
 @pytest.mark.parametrize("name", sorted(TINY))
-def test_forward_backward_at_odd_size_and_loss_falls(name):
+def test_forward_backward_at_odd_size_and_loss_falls(name, fit_tiny_batch):
     torch.manual_seed(0)
     model = seglab.create_model(name, num_classes=3, **TINY[name]).train()
     out = model(torch.randn(2, 3, 97, 131))
@@ -210,15 +201,7 @@ def test_forward_backward_at_odd_size_and_loss_falls(name):
     out.square().mean().backward()
     assert all(p.grad is not None for p in model.parameters())
 
-    images, labels = _synthetic_batch()
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(20):
-        loss = F.cross_entropy(model(images), labels)  # training-mode loss (BN batch statistics)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = fit_tiny_batch(model, steps=20, lr=3e-3, size=48)
     assert sum(losses[-3:]) / 3 < 0.7 * losses[0], losses
 
 

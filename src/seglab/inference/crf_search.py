@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import itertools
 
-import torch
 from tqdm import tqdm
 
 from ..errors import SeglabError

@@ -141,7 +141,7 @@ class UNet(nn.Module):
             # Fewer than 16 rows / columns would pool away to nothing: mirror up to 16, crop back.
             x = _mirror_pad(x, 0, max(0, _MIN_SIZE - h), 0, max(0, _MIN_SIZE - w))
             return self._forward_net(x)[..., :h, :w]
-        (oh, ih), (ow, iw) = _valid_sizes(h), _valid_sizes(w)
+        (_oh, ih), (_ow, iw) = _valid_sizes(h), _valid_sizes(w)
         x = _mirror_pad(x, _VALID_BORDER, ih - h - _VALID_BORDER, _VALID_BORDER, iw - w - _VALID_BORDER)
         return self._forward_net(x)[..., :h, :w]
 
