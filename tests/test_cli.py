@@ -228,6 +228,10 @@ def test_eval_with_tta_and_crf_and_crf_search(trained, tmp_path, capsys):
     plain = json.loads((tmp_path / "plain" / "eval_metrics.json").read_text())
     refined = json.loads((tmp_path / "tta" / "eval_metrics.json").read_text())
     assert "trimap_acc@2px" in refined and refined["confusion"] != plain["confusion"]
+    # a bare --crf uses the default parameters (and must not be mistaken for "no CRF")
+    assert main(["eval", str(cfg), "--checkpoint", model, "--out", str(tmp_path / "crf"), "--crf"]) == 0
+    crf_only = json.loads((tmp_path / "crf" / "eval_metrics.json").read_text())
+    assert crf_only["confusion"] != plain["confusion"]
     assert main(["crf-search", str(cfg), "--checkpoint", model, "--grid", "bi_w=3,5;bi_rgb_std=3",
                  "--base", "iterations=2", "--max-images", "2", "--out", str(tmp_path / "s.json")]) == 0
     rows = json.loads((tmp_path / "s.json").read_text())

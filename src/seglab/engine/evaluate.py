@@ -18,7 +18,7 @@ def evaluate(model: torch.nn.Module, dataset, *, num_classes: int, predictor: Pr
     metrics = SemanticMetrics(num_classes, ignore_index=getattr(dataset, "ignore_index", 255))
     for i in tqdm(range(len(dataset)), desc="eval", disable=not progress, leave=False, dynamic_ncols=True):
         sample = dataset[i]
-        if predictor.crf:  # the CRF needs the original colours
+        if predictor.crf is not None:  # the CRF needs the original colours
             probs = predictor.probabilities(sample["image"][None])[0]
             pred = predictor.refine(dataset.read_raw(i)[0], probs).argmax(0)
         else:

@@ -100,7 +100,7 @@ class Predictor:
     def refine(self, image: np.ndarray, probs: torch.Tensor) -> torch.Tensor:
         """Apply the CRF (when configured) to one image's (C, H, W) probabilities; `image` is the
         original H x W x 3 uint8 image."""
-        if not self.crf:
+        if self.crf is None:
             return probs
         from .crf import dense_crf
 
