@@ -60,3 +60,18 @@ def test_bf16_channels_last_and_median_frequency_options_train(tiny_synthetic, t
     result = train(cfg, progress=False, log=messages.append)
     assert any("median-frequency class weights" in m for m in messages)
     assert torch.isfinite(torch.tensor(result.history[0]["train_loss"]))
+
+
+def test_validation_during_training_predicts_like_eval(tiny_synthetic, tmp_path):
+    from seglab.engine.trainer import validation_predictor
+    from seglab.inference import TTAPredictor
+
+    cfg = config_from_dict({"model": {"name": "unet", "kwargs": {"base_channels": 4}},
+                            "data": {"name": "synthetic", "root": str(tiny_synthetic)},
+                            "eval": {"tta": {"flip": False, "scales": [0.5]},
+                                     "slide": {"crop": [32, 32], "stride": [16, 16]},
+                                     "crf": {"iterations": 1}}})
+    model = seglab.create_model("unet", num_classes=6, base_channels=4)
+    predictor = validation_predictor(cfg, model)
+    assert isinstance(predictor, TTAPredictor) and predictor.scales == (0.5,) and not predictor.flip
+    assert predictor.predictor.slide == (32, 32) and predictor.crf is None

@@ -172,7 +172,8 @@ def train(cfg: Config, *, resume: bool = False, progress: bool | None = None,
         entry = {"epoch": epoch + 1, "train_loss": loss_sum / max(n, 1), "lr": scheduler.get_last_lr()[0],
                  "epoch_time_s": round(time.perf_counter() - t0, 3)}
         if (epoch + 1) % t_cfg.val_interval == 0 or epoch + 1 == t_cfg.epochs:
-            metrics = evaluate(model, val_ds, num_classes=num_classes, progress=show)
+            metrics = evaluate(model, val_ds, num_classes=num_classes, progress=show,
+                               predictor=validation_predictor(cfg, model))
             final_metrics = metrics.compute()
             entry.update({"val_mIoU": final_metrics["mIoU"], "val_aAcc": final_metrics["aAcc"],
                           "val_mAcc": final_metrics["mAcc"]})
@@ -190,6 +191,18 @@ def train(cfg: Config, *, resume: bool = False, progress: bool | None = None,
     return TrainResult(out_dir=out, best_path=best_path if best_path.exists() else None, last_path=last_path,
                        best_mIoU=best["mIoU"], best_epoch=best["epoch"], history=history,
                        final_metrics=final_metrics)
+
+
+def validation_predictor(cfg: Config, model: torch.nn.Module):
+    """Validation during training predicts as `seglab eval` does with this config (sliding window and
+    test-time augmentation from `eval:`), so the numbers agree; the CRF is left out (too slow per epoch)."""
+    from ..inference import build_predictor
+
+    ev = cfg.eval
+    slide = ev.slide
+    return build_predictor(model, slide=slide.crop if slide else None, stride=slide.stride if slide else None,
+                           blend=slide.blend if slide else "gaussian",
+                           tta=ev.tta.model_dump() if ev.tta else None)
 
 
 def _to_float(outputs):
