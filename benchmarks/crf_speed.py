@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -30,21 +29,12 @@ import torch
 import torch.nn.functional as F
 
 from seglab.inference import dense_crf
+from speed import cpu_name  # benchmarks/speed.py (the script's folder is on sys.path)
 from seglab.inference.crf import _BruteKernel, _features, gaussian_grid_filter
 from seglab.inference.permutohedral import PermutohedralLattice
 
 CAMVID = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"
 DEFAULTS = dict(pos_w=3.0, pos_xy_std=1.0, bi_w=4.0, bi_xy_std=67.0, bi_rgb_std=3.0)
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def timed(fn, runs: int) -> tuple[float, float]:
