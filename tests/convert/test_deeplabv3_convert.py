@@ -3,9 +3,6 @@ key/shape lists (tests/fixtures/torchvision_keys/deeplabv3_resnet50*.json, copie
 reference data). The expected logits come from an independent functional forward of torchvision's
 DeepLabHead (F.conv2d, F.batch_norm, ...), reusing only seglab's ResNet trunk
 (whose weights are checked equal to the checkpoint's)."""
-import json
-import re
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,39 +12,9 @@ import seglab
 from seglab.convert.torchvision import convert_model_state_dict
 from seglab.errors import SeglabError
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "torchvision_keys"
+from torchvision_fakes import fake_state, keys  # noqa: E402  (tests/ is on pytest's path)
+
 BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
-
-
-def keys(name: str) -> dict[str, list[int]]:
-    if name.startswith("deeplabv3_resnet101"):  # resnet50's layout with 23 blocks in layer3
-        out = {}
-        for k, s in keys(name.replace("resnet101", "resnet50")).items():
-            m = re.match(r"(backbone\.layer3\.)1\.(.*)", k)
-            if m is None:
-                if not re.match(r"backbone\.layer3\.[2-5]\.", k):
-                    out[k] = s
-            else:
-                for b in range(1, 23):
-                    out[f"{m[1]}{b}.{m[2]}"] = s
-        return out
-    return json.loads((FIXTURES / f"{name}.json").read_text())
-
-
-def fake_state(name: str, device: str = "cpu", seed: int = 0) -> dict[str, torch.Tensor]:
-    """Random tensors of exactly torchvision's shapes, scaled so a full forward stays finite."""
-    torch.manual_seed(seed)
-    state = {}
-    for k, shape in keys(name).items():
-        if k.endswith("num_batches_tracked"):
-            state[k] = torch.tensor(7, dtype=torch.int64, device=device)
-        elif k.endswith("running_var"):
-            state[k] = torch.rand(shape, device=device) + 0.5
-        elif len(shape) > 1:  # conv weights: fan-in scaling
-            state[k] = torch.randn(shape, device=device) / torch.Size(shape[1:]).numel() ** 0.5
-        else:
-            state[k] = 0.1 * torch.randn(shape, device=device) + (1.0 if k.endswith(".weight") else 0.0)
-    return state
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +22,7 @@ def checkpoints(tmp_path_factory):
     """One random aux checkpoint; the plain one is the same tensors without `aux_classifier.*`, which is
     exactly torchvision's deeplabv3_resnet50 key list (checked)."""
     folder = tmp_path_factory.mktemp("deeplabv3")
-    aux = fake_state("deeplabv3_resnet50_aux")
+    aux = fake_state("deeplabv3_resnet50_aux", seed=0)
     plain = {k: v for k, v in aux.items() if not k.startswith("aux_classifier.")}
     assert {k: list(v.shape) for k, v in plain.items()} == keys("deeplabv3_resnet50")
     out = {}
@@ -142,7 +109,7 @@ def test_deeplabv3_resnet101_mapping_matches_the_model_layout(aux):
     name = "deeplabv3_resnet101" + ("_aux" if aux else "")
     with torch.device("meta"):  # shapes only: a full-size model and checkpoint without memory or time
         model = seglab.create_model("deeplabv3_resnet101", num_classes=21, aux_loss=aux)
-        mapped = convert_model_state_dict(model, fake_state(name, "meta"))
+        mapped = convert_model_state_dict(model, fake_state(name, "meta", seed=0))
     own = model.state_dict()
     assert set(mapped) == set(own)
     assert all(mapped[k].shape == own[k].shape for k in own)

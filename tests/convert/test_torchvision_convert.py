@@ -1,8 +1,5 @@
 """torchvision checkpoints -> seglab, tested with fake checkpoints built from torchvision's key/shape
 lists (tests/fixtures/torchvision_keys, copied from the project's reference data)."""
-import json
-import re
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,36 +10,7 @@ from seglab.backbones import create_backbone
 from seglab.convert.torchvision import convert_model_state_dict, map_backbone_state_dict
 from seglab.errors import SeglabError
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "torchvision_keys"
-
-
-def keys(name: str) -> dict[str, list[int]]:
-    if name == "resnet34":  # resnet18's layout with blocks (3, 4, 6, 3): repeat block 1 of each stage
-        out = {}
-        for k, s in keys("resnet18").items():
-            m = re.match(r"(layer(\d)\.)1\.(.*)", k)
-            if m is None:
-                out[k] = s
-            else:
-                for b in range(1, (3, 4, 6, 3)[int(m[2]) - 1]):
-                    out[f"{m[1]}{b}.{m[3]}"] = s
-        return out
-    return json.loads((FIXTURES / f"{name}.json").read_text())
-
-
-def fake_state(name: str, device: str = "cpu") -> dict[str, torch.Tensor]:
-    """Random tensors of exactly torchvision's shapes, scaled so a full forward stays finite."""
-    state = {}
-    for k, shape in keys(name).items():
-        if k.endswith("num_batches_tracked"):
-            state[k] = torch.tensor(7, dtype=torch.int64, device=device)
-        elif k.endswith("running_var"):
-            state[k] = torch.rand(shape, device=device) + 0.5
-        elif len(shape) > 1:  # conv / linear weights: fan-in scaling
-            state[k] = torch.randn(shape, device=device) / torch.Size(shape[1:]).numel() ** 0.5
-        else:
-            state[k] = 0.1 * torch.randn(shape, device=device) + (1.0 if k.endswith(".weight") else 0.0)
-    return state
+from torchvision_fakes import fake_state  # noqa: E402  (tests/ is on pytest's path)
 
 
 @pytest.mark.parametrize("name", ["resnet18", "resnet34", "resnet50"])
