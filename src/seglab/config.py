@@ -53,6 +53,12 @@ class SlideConfig(_Strict):
     blend: Literal["uniform", "gaussian"] = "gaussian"
 
 
+class OHEMConfig(_Strict):
+    """Online hard example mining for the cross-entropy (`SegmentationLoss(ohem_thresh=...)`)."""
+    thresh: float = Field(0.7, gt=0, le=1)
+    min_kept: float = Field(1 / 16, gt=0, le=1)
+
+
 class TrainConfig(_Strict):
     epochs: int = Field(20, gt=0)
     optimizer: Literal["sgd", "adamw"] = "sgd"
@@ -64,7 +70,8 @@ class TrainConfig(_Strict):
     warmup_ratio: float = Field(0.1, gt=0, le=1)
     bf16: bool = False
     channels_last: bool = False
-    class_weights: Literal["none", "median_frequency"] = "none"
+    class_weights: Literal["none", "median_frequency", "sqrt_median_frequency"] = "none"
+    ohem: OHEMConfig | None = None
     aux_weight: float = Field(0.4, ge=0)
     val_interval: int = Field(1, gt=0)
     seed: int = 0

@@ -95,7 +95,9 @@ def _loss_weights(cfg: Config, dataset, num_classes: int, log) -> torch.Tensor |
 
     counts, present = class_statistics(dataset, num_classes)
     weights = median_frequency_weights(counts, present)
-    log("median-frequency class weights: " + ", ".join(f"{w:.2f}" for w in weights.tolist()))
+    if cfg.train.class_weights == "sqrt_median_frequency":
+        weights = weights.sqrt()  # softer balancing: rare classes gain recall without flooding precision
+    log(f"{cfg.train.class_weights.replace('_', '-')} class weights: " + ", ".join(f"{w:.2f}" for w in weights.tolist()))
     return weights
 
 
@@ -119,7 +121,9 @@ def train(cfg: Config, *, resume: bool = False, progress: bool | None = None,
     if t_cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     criterion = SegmentationLoss(ignore_index=train_ds.ignore_index, aux_weight=t_cfg.aux_weight,
-                                 class_weights=_loss_weights(cfg, train_ds, num_classes, log))
+                                 class_weights=_loss_weights(cfg, train_ds, num_classes, log),
+                                 ohem_thresh=t_cfg.ohem.thresh if t_cfg.ohem else None,
+                                 ohem_min_kept=t_cfg.ohem.min_kept if t_cfg.ohem else 1 / 16)
     iters_per_epoch = len(train_ds) // d_cfg.batch_size
     optimizer = build_optimizer(model, t_cfg.optimizer, lr=t_cfg.lr, momentum=t_cfg.momentum,
                                 weight_decay=t_cfg.weight_decay)

@@ -13,6 +13,7 @@ heads, `"loss_aux"` (already multiplied by `aux_weight`, so `loss == loss_ce + l
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -24,13 +25,26 @@ class SegmentationLoss(nn.Module):
     """Cross-entropy averaged over the non-ignored pixels (weighted mean with `class_weights`, exactly
     as `F.cross_entropy(..., weight=, ignore_index=)`), plus `aux_weight` times each aux head's loss.
 
+    Online hard example mining (`ohem_thresh`): keep only the pixels whose predicted probability of
+    the true class is below `ohem_thresh` (loss above -log(thresh)), but never fewer than
+    `ohem_min_kept` of the valid pixels (the hardest ones then), and average the (weighted) losses
+    of the kept pixels. This is the OHEM cross-entropy of BiSeNet V2's training (Yu et al., IJCV
+    2021, Sec. 5.1; thresh 0.7, at least 1/16 of the pixels), after Shrivastava et al., CVPR 2016.
+
     A batch whose pixels are all ignored gives a loss of 0 that still backpropagates (zero
     gradients) instead of PyTorch's NaN.
     """
 
     def __init__(self, ignore_index: int = 255, *,
-                 class_weights: Sequence[float] | torch.Tensor | None = None, aux_weight: float = 0.4):
+                 class_weights: Sequence[float] | torch.Tensor | None = None, aux_weight: float = 0.4,
+                 ohem_thresh: float | None = None, ohem_min_kept: float = 1 / 16):
         super().__init__()
+        if ohem_thresh is not None and not 0 < ohem_thresh <= 1:
+            raise ValueError(f"ohem_thresh is a probability in (0, 1], got {ohem_thresh}")
+        if not 0 < ohem_min_kept <= 1:
+            raise ValueError(f"ohem_min_kept is a fraction of the pixels in (0, 1], got {ohem_min_kept}")
+        self.ohem_thresh = None if ohem_thresh is None else float(ohem_thresh)
+        self.ohem_min_kept = float(ohem_min_kept)
         self.ignore_index = int(ignore_index)
         self.aux_weight = float(aux_weight)
         weight = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
@@ -48,6 +62,8 @@ class SegmentationLoss(nn.Module):
         if weight is not None and weight.numel() != num_classes:
             raise ValueError(f"{weight.numel()} class weights given for {num_classes} classes")
         target = target.long()
+        if self.ohem_thresh is not None:
+            return self._ohem(logits, target, weight)
         total = F.cross_entropy(logits, target, weight=None if weight is None else weight.to(logits),
                                 ignore_index=self.ignore_index, reduction="sum")
         # Denominator of PyTorch's "mean" reduction, the number (or total weight) of the kept pixels,
@@ -58,6 +74,18 @@ class SegmentationLoss(nn.Module):
         else:
             denom = (weight.to(logits.device)[torch.where(valid, target, 0)] * valid).sum()
         return total / torch.where(denom > 0, denom, torch.ones_like(denom))
+
+    def _ohem(self, logits: torch.Tensor, target: torch.Tensor, weight) -> torch.Tensor:
+        losses = F.cross_entropy(logits, target, weight=None if weight is None else weight.to(logits),
+                                 ignore_index=self.ignore_index, reduction="none").float()
+        losses = losses[target != self.ignore_index]
+        if losses.numel() == 0:
+            return logits.sum() * 0.0
+        min_kept = max(1, math.ceil(self.ohem_min_kept * losses.numel()))
+        hard = losses[losses > -math.log(self.ohem_thresh)]
+        if hard.numel() < min_kept:
+            hard = losses.topk(min_kept, sorted=False).values
+        return hard.mean()
 
     def forward(self, outputs, target: torch.Tensor) -> dict[str, torch.Tensor]:
         aux = None
@@ -77,4 +105,5 @@ class SegmentationLoss(nn.Module):
 
     def extra_repr(self) -> str:
         weighted = self.class_weights is not None
-        return f"ignore_index={self.ignore_index}, class_weights={weighted}, aux_weight={self.aux_weight}"
+        ohem = "" if self.ohem_thresh is None else f", ohem_thresh={self.ohem_thresh}, ohem_min_kept={self.ohem_min_kept}"
+        return f"ignore_index={self.ignore_index}, class_weights={weighted}, aux_weight={self.aux_weight}{ohem}"
