@@ -48,6 +48,10 @@ def _predictor_from(args, model, cfg):
     from .inference.crf_search import parse_crf_params
 
     ev = cfg.eval if cfg is not None else None
+    if ev is None:  # no config: the settings stored with the model (`seglab pack --tta`), if any
+        from .config import EvalConfig
+
+        ev = EvalConfig.model_validate(getattr(model, "seglab_config", {}).get("inference") or {})
     crop, stride = _parse_slide(args.slide)
     blend = "gaussian"
     if crop is None and ev is not None and ev.slide is not None:
@@ -108,12 +112,22 @@ def _model_and_val_set(cfg, checkpoint: str):
     last.pt or a torchvision file)."""
     from .engine.checkpoint import load_checkpoint
     from .engine.trainer import build_datasets, build_model_for
-    from .hub import load_weights
+    from .hub import load_model, load_weights, read_model_metadata, resolve_model_file
 
     ckpt = Path(checkpoint)
     if not ckpt.is_file():
-        raise SeglabError(f"checkpoint not found: {ckpt}")
+        try:  # the name of a shipped model, e.g. bisenetv2.camvid
+            ckpt = resolve_model_file(checkpoint)
+        except SeglabError:
+            raise SeglabError(f"checkpoint not found: {ckpt}") from None
     _, val_ds = build_datasets(cfg, train=False)
+    if ckpt.suffix == ".safetensors" and _has_seglab_metadata(ckpt):
+        # A seglab model file describes its own architecture (possibly packed without aux heads).
+        meta = read_model_metadata(ckpt)
+        if meta["num_classes"] != val_ds.num_classes:
+            raise SeglabError(f"{ckpt}: the model predicts {meta['num_classes']} classes, the config's data set "
+                              f"has {val_ds.num_classes}")
+        return load_model(ckpt), val_ds
     # The checkpoint replaces whatever initial weights the config names.
     no_init = cfg.model.model_copy(update={"weights": None, "backbone_weights": None})
     model = build_model_for(cfg.model_copy(update={"model": no_init}), val_ds.num_classes)
@@ -122,6 +136,33 @@ def _model_and_val_set(cfg, checkpoint: str):
     else:
         load_weights(model, ckpt)
     return model.eval(), val_ds
+
+
+def _has_seglab_metadata(path: Path) -> bool:
+    from .hub import read_model_metadata
+
+    try:
+        read_model_metadata(path)
+    except SeglabError:
+        return False
+    return True
+
+
+def cmd_pack(args) -> int:
+    from .hub import pack_model, read_model_metadata
+    from .inference import parse_tta_spec
+
+    inference = None
+    if args.tta is not None:
+        try:
+            inference = {"tta": parse_tta_spec(args.tta)}
+        except ValueError as e:
+            raise SeglabError(f"--tta: {e}") from None
+    out = pack_model(args.checkpoint, args.out, half=not args.fp32, drop_aux=True, inference=inference)
+    meta = read_model_metadata(out)
+    _log(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, {'float32' if args.fp32 else 'float16'}, "
+         f"{meta['name']}, {meta['num_classes']} classes); use it with: seglab predict --checkpoint {out} ...")
+    return 0
 
 
 def cmd_crf_search(args) -> int:
@@ -247,6 +288,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     _add_inference_options(s)
     s.set_defaults(func=cmd_predict)
+
+    s = sub.add_parser("pack", help="make a trained model file ready to ship: no training-only heads, "
+                                     "float16, default prediction settings")
+    s.add_argument("checkpoint", help="a seglab .safetensors model file (e.g. best.safetensors)")
+    s.add_argument("--out", required=True, help="the packed .safetensors file to write")
+    s.add_argument("--tta", default=None, metavar="SPEC", help="prediction default stored in the file, e.g. flip")
+    s.add_argument("--fp32", action="store_true", help="keep float32 weights (default: float16)")
+    s.set_defaults(func=cmd_pack)
 
     s = sub.add_parser("crf-search", help="grid-search the dense CRF's parameters on the validation split")
     s.add_argument("config")

@@ -98,13 +98,18 @@ def load_weights(model: nn.Module, path) -> None:
 
 
 def save_model(model: nn.Module, path, *, classes: list[str] | None = None,
-               palette: list | None = None, extra: dict | None = None) -> Path:
-    """Write the model's weights and how to rebuild it to a safetensors file (atomically)."""
+               palette: list | None = None, extra: dict | None = None, half: bool = False) -> Path:
+    """Write the model's weights and how to rebuild it to a safetensors file (atomically).
+
+    `half=True` stores floating-point tensors as float16 (half the size; `load_model` casts them back
+    to the model's float32)."""
     config = dict(getattr(model, "seglab_config", {}))
     if not config:
         raise ValueError("model was not built by seglab.create_model; cannot record how to rebuild it")
     meta = {**config, "classes": classes, "palette": palette, **(extra or {})}
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    if half:
+        tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
     path = Path(path)
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"seglab": json.dumps(meta)})
@@ -142,6 +147,35 @@ def load_model(name_or_path) -> nn.Module:
     p = resolve_model_file(name_or_path)
     meta = read_model_metadata(p)
     model = create_model(meta["name"], num_classes=meta["num_classes"], **meta.get("kwargs", {}))
-    model.load_state_dict(load_file(str(p)), strict=True)
-    model.seglab_config.update({k: meta[k] for k in ("classes", "palette", "mean", "std") if meta.get(k)})
+    model.load_state_dict(load_file(str(p)), strict=True)  # float16 files are cast to float32 here
+    model.seglab_config.update({k: meta[k] for k in ("classes", "palette", "mean", "std", "inference")
+                                if meta.get(k)})
     return model.eval()
+
+
+def pack_model(src, dst, *, half: bool = True, drop_aux: bool = True,
+               inference: dict | None = None) -> Path:
+    """Turn a trained model file (e.g. best.safetensors) into one to ship or deploy.
+
+    `drop_aux`: rebuild with `aux_loss=False` when the entrypoint has auxiliary heads, leaving out the
+    weights that only serve training; `half`: store float16; `inference`: prediction settings kept
+    with the model (e.g. `{"tta": {"flip": True, "scales": [1.0]}}`) that `seglab predict` applies by
+    default. Class names, palette and normalisation are carried over."""
+    src_meta = read_model_metadata(resolve_model_file(src))
+    model = load_model(src)
+    kwargs = dict(src_meta.get("kwargs", {}))
+    if drop_aux and kwargs.get("aux_loss", True) is not False:
+        try:
+            lean = create_model(src_meta["name"], num_classes=src_meta["num_classes"], **{**kwargs, "aux_loss": False})
+        except SeglabError:  # the entrypoint has no aux_loss argument: nothing to drop
+            lean = None
+        if lean is not None:
+            state = model.state_dict()
+            lean.load_state_dict({k: state[k] for k in lean.state_dict()}, strict=True)
+            model = lean
+    skip = {"name", "num_classes", "kwargs", "classes", "palette", "inference"}
+    extra = {k: v for k, v in src_meta.items() if k not in skip}
+    if inference or src_meta.get("inference"):
+        extra["inference"] = inference or src_meta["inference"]
+    return save_model(model, dst, classes=src_meta.get("classes"), palette=src_meta.get("palette"),
+                      extra=extra, half=half)
