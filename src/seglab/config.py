@@ -73,6 +73,7 @@ class TrainConfig(_Strict):
     class_weights: Literal["none", "median_frequency", "sqrt_median_frequency"] = "none"
     ohem: OHEMConfig | None = None
     aux_weight: float = Field(0.4, ge=0)
+    se_weight: float = Field(0.2, ge=0)  # EncNet SE-loss weight, used when the model returns "se"
     val_interval: int = Field(1, gt=0)
     seed: int = 0
     out_dir: str = "runs/exp"

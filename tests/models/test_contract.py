@@ -4,7 +4,9 @@ Each model is built tiny from `TINY_KWARGS` and checked for:
 - eval `forward(images)` at an odd size (97x131) -> finite logits (2, num_classes, 97, 131);
 - training forward + backward: a Tensor, or `{"out": ..., "aux": Tensor | list}` all at input size,
   and a gradient on every parameter that requires one (exceptions must be listed, with a reason,
-  in `NO_GRAD_EXCEPTIONS`);
+  in `NO_GRAD_EXCEPTIONS`); the dict may also (or instead of "aux") hold `"se"`: (N, num_classes)
+  per-image class-presence logits (EncNet's SE-loss, `seglab.losses.se_loss`), trained here with
+  binary cross-entropy against the classes present in the target;
 - `save_model` / `load_model` round trip gives identical eval logits (BN running stats included);
 - `create_model` with an unknown keyword fails with `SeglabError`;
 - `in_channels` other than 3 works.
@@ -56,12 +58,24 @@ def _outputs(out) -> list[torch.Tensor]:
     """Flatten a training-mode output into its logits tensors, checking the contract's form."""
     if isinstance(out, torch.Tensor):
         return [out]
-    assert isinstance(out, dict) and set(out) == {"out", "aux"}, \
-        f"training output must be a Tensor or {{'out', 'aux'}}, got {type(out).__name__} " \
+    assert isinstance(out, dict) and set(out) in ({"out", "aux"}, {"out", "se"}, {"out", "aux", "se"}), \
+        f"training output must be a Tensor or {{'out', 'aux'}} (+ optional 'se'), got {type(out).__name__} " \
         f"{sorted(out) if isinstance(out, dict) else ''}"
+    if "se" in out:
+        assert out["se"].shape == out["out"].shape[:2], "'se' must be (N, num_classes) presence logits"
+    if "aux" not in out:
+        return [out["out"]]
     aux = out["aux"] if isinstance(out["aux"], (list, tuple)) else [out["aux"]]
     assert len(aux) >= 1
     return [out["out"], *aux]
+
+
+def _se_loss(out, target: torch.Tensor) -> torch.Tensor | float:
+    """BCE of the "se" presence logits against the classes in `target` (0 when there are none)."""
+    if not isinstance(out, dict) or "se" not in out:
+        return 0.0
+    present = F.one_hot(target.flatten(1), NUM_CLASSES).amax(1).float()
+    return F.binary_cross_entropy_with_logits(out["se"], present)
 
 
 def test_every_registered_model_has_tiny_settings():
@@ -85,10 +99,11 @@ def test_train_forward_backward_reaches_every_parameter(name):
     model = _build(name).train()
     x = torch.randn(2, 3, *SIZE)
     target = torch.randint(0, NUM_CLASSES, (2, *SIZE))
-    outs = _outputs(model(x))
+    out = model(x)
+    outs = _outputs(out)
     for o in outs:
         assert o.shape == (2, NUM_CLASSES, *SIZE)
-    sum(F.cross_entropy(o, target) for o in outs).backward()
+    (sum(F.cross_entropy(o, target) for o in outs) + _se_loss(out, target)).backward()
 
     allowed = NO_GRAD_EXCEPTIONS.get(name, {})
     no_grad = [n for n, p in model.named_parameters()
@@ -108,11 +123,11 @@ def test_aux_loss_outputs(name):
         pytest.skip(f"{name} has no auxiliary head ({e})")
     x = torch.randn(2, 3, *SIZE)
     out = model.train()(x)
-    assert isinstance(out, dict), "aux_loss=True: training forward must return {'out', 'aux'}"
+    assert isinstance(out, dict) and "aux" in out, "aux_loss=True: training forward must return {'out', 'aux'}"
     outs = _outputs(out)
     for o in outs:
         assert o.shape == (2, NUM_CLASSES, *SIZE)
-    sum(o.float().mean() for o in outs).backward()
+    (sum(o.float().mean() for o in outs) + (out["se"].mean() if "se" in out else 0)).backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
     with torch.no_grad():
         assert isinstance(model.eval()(x), torch.Tensor)

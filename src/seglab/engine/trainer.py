@@ -121,6 +121,7 @@ def train(cfg: Config, *, resume: bool = False, progress: bool | None = None,
     if t_cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     criterion = SegmentationLoss(ignore_index=train_ds.ignore_index, aux_weight=t_cfg.aux_weight,
+                                 se_weight=t_cfg.se_weight,
                                  class_weights=_loss_weights(cfg, train_ds, num_classes, log),
                                  ohem_thresh=t_cfg.ohem.thresh if t_cfg.ohem else None,
                                  ohem_min_kept=t_cfg.ohem.min_kept if t_cfg.ohem else 1 / 16)

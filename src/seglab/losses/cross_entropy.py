@@ -10,6 +10,9 @@ Criterion contract: `criterion(outputs, target) -> dict[str, Tensor]` where `out
 (N, C, H, W) or `{"out": logits, "aux": Tensor | list[Tensor] | None}` (every head at the target's
 size) and the result holds `"loss"` (the total to backprop) and its parts `"loss_ce"` and, with aux
 heads, `"loss_aux"` (already multiplied by `aux_weight`, so `loss == loss_ce + loss_aux`).
+A dict may also hold `"se"`: (N, C) class-presence logits (EncNet's SE-loss, Zhang et al., CVPR 2018,
+see `se_loss.py`); the result then holds `"loss_se"` (times `se_weight`, 0.2 as in the paper),
+which is added to `"loss"` too.
 """
 from __future__ import annotations
 
@@ -19,6 +22,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .se_loss import semantic_encoding_loss
 
 
 class SegmentationLoss(nn.Module):
@@ -37,8 +42,11 @@ class SegmentationLoss(nn.Module):
 
     def __init__(self, ignore_index: int = 255, *,
                  class_weights: Sequence[float] | torch.Tensor | None = None, aux_weight: float = 0.4,
-                 ohem_thresh: float | None = None, ohem_min_kept: float = 1 / 16):
+                 ohem_thresh: float | None = None, ohem_min_kept: float = 1 / 16, se_weight: float = 0.2):
         super().__init__()
+        if se_weight < 0:
+            raise ValueError(f"se_weight must be >= 0, got {se_weight}")
+        self.se_weight = float(se_weight)
         if ohem_thresh is not None and not 0 < ohem_thresh <= 1:
             raise ValueError(f"ohem_thresh is a probability in (0, 1], got {ohem_thresh}")
         if not 0 < ohem_min_kept <= 1:
@@ -88,11 +96,11 @@ class SegmentationLoss(nn.Module):
         return hard.mean()
 
     def forward(self, outputs, target: torch.Tensor) -> dict[str, torch.Tensor]:
-        aux = None
+        aux = se = None
         if isinstance(outputs, dict):
             if "out" not in outputs:
                 raise KeyError(f"outputs dict needs an 'out' entry, got keys {sorted(outputs)}")
-            outputs, aux = outputs["out"], outputs.get("aux")
+            outputs, aux, se = outputs["out"], outputs.get("aux"), outputs.get("se")
         loss_ce = self.cross_entropy(outputs, target)
         losses = {"loss": loss_ce, "loss_ce": loss_ce}
         if aux is not None:
@@ -101,9 +109,13 @@ class SegmentationLoss(nn.Module):
                 loss_aux = self.aux_weight * sum(self.cross_entropy(a, target) for a in aux)
                 losses["loss_aux"] = loss_aux
                 losses["loss"] = loss_ce + loss_aux
+        if se is not None:
+            loss_se = self.se_weight * semantic_encoding_loss(se, target, self.ignore_index)
+            losses["loss_se"] = loss_se
+            losses["loss"] = losses["loss"] + loss_se
         return losses
 
     def extra_repr(self) -> str:
         weighted = self.class_weights is not None
         ohem = "" if self.ohem_thresh is None else f", ohem_thresh={self.ohem_thresh}, ohem_min_kept={self.ohem_min_kept}"
-        return f"ignore_index={self.ignore_index}, class_weights={weighted}, aux_weight={self.aux_weight}{ohem}"
+        return f"ignore_index={self.ignore_index}, class_weights={weighted}, aux_weight={self.aux_weight}, se_weight={self.se_weight}{ohem}"
