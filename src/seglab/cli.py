@@ -90,7 +90,7 @@ def cmd_models(args) -> int:
             model = create_model(n, num_classes=args.num_classes, **kwargs)
         except SeglabError:  # a model without an auxiliary head
             model = create_model(n, num_classes=args.num_classes)
-        total, used = count_parameters(model)
+        total, used = count_parameters(model, in_channels=getattr(model, "in_channels", 3))
         print(f"{n:<27} {model_task(n):<10} {used / 1e6:>8.2f} {total / 1e6:>8.2f}")
     return 0
 
@@ -311,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("models", help="list the registered models")
     s.add_argument("filter", nargs="?", default=None, help="substring to filter names")
-    s.add_argument("--task", choices=["semantic", "instance", "panoptic"])
+    s.add_argument("--task", choices=["semantic", "joint", "instance", "panoptic"])
     s.add_argument("--params", action="store_true", help="also print parameter counts")
     s.add_argument("--num-classes", type=int, default=21, help="classes for --params (default 21)")
     s.add_argument("--aux", action="store_true", help="with --params: build models with aux_loss=True")

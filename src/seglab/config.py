@@ -45,6 +45,9 @@ class DataConfig(_Strict):
     std: tuple[float, ...] = IMAGENET_STD
     batch_size: int = Field(8, gt=0)
     num_workers: int = Field(0, ge=0)
+    image_labels: str | None = Field(None, description="class-list file of the training images for "
+                                     "train.supervision=image_labels (seglab.data.image_labels); relative "
+                                     "to data.root unless it exists as given; unset: from the train masks")
 
 
 class SlideConfig(_Strict):
@@ -72,12 +75,16 @@ class TrainConfig(_Strict):
     channels_last: bool = False
     class_weights: Literal["none", "median_frequency", "sqrt_median_frequency"] = "none"
     ohem: OHEMConfig | None = None
+    # Joint models (task "joint"): loss weight per label space, unlisted spaces 1.0 (seglab.engine.joint).
+    label_space_weights: dict[str, float] | None = None
     aux_weight: float = Field(0.4, ge=0)
     se_weight: float = Field(0.2, ge=0)  # EncNet SE-loss weight, used when the model returns "se"
     val_interval: int = Field(1, gt=0)
     seed: int = 0
     out_dir: str = "runs/exp"
     grad_clip: float | None = Field(None, gt=0)
+    # image_labels: MIL-FCN's multi-class MIL loss on image-level class lists (seglab.engine.weak)
+    supervision: Literal["pixel", "image_labels"] = "pixel"
 
 
 class TTAConfig(_Strict):

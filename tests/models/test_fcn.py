@@ -23,7 +23,10 @@ TINY = {
 
 
 def test_every_fcn_entrypoint_is_covered():
-    assert set(seglab.list_models("fcn")) == set(TINY)
+    # fcn32s/16s/8s_vgg16 and fcn_resnet*; other families (efficientfcn, the RGB-HHA two-stream
+    # fcn*_rgbhha_*) have their own test files
+    names = {n for n in seglab.list_models("fcn") if n.startswith("fcn") and "rgbhha" not in n}
+    assert names == set(TINY)
 
 
 @pytest.mark.parametrize("name", sorted(TINY))

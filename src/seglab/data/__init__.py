@@ -2,14 +2,24 @@
 class statistics and a generated synthetic stuff-and-things set (see each module for its sources)."""
 from .datasets import (ADE20K, DATASETS, CamVid, Cityscapes, SegmentationDataset, SegmentationFolder,
                        SyntheticSegmentation, VOCSegmentation, build_dataset)
+from .hha import NYU_KINECT_INTRINSICS, depth_to_hha
 from .io import read_image, read_label
+from .nyudv2 import NYUDV2_CLASSES, NYUDv2, modality_mean_std, write_hha
 from .palettes import (ADE20K_CLASSES, ADE20K_PALETTE, CAMVID_CLASSES, CAMVID_PALETTE, CITYSCAPES_CLASSES,
                        CITYSCAPES_ID_TO_TRAIN_ID, CITYSCAPES_PALETTE, VOC_CLASSES, VOC_PALETTE,
                        default_palette)
+from .siftflow import (SIFTFLOW_GEOMETRIC_CLASSES, SIFTFLOW_SEMANTIC_CLASSES, JointLabelDataset, SIFTFlow,
+                       SyntheticJoint)
 from .statistics import class_statistics
 from .synthetic import (SYNTHETIC_CLASSES, SYNTHETIC_PALETTE, SYNTHETIC_STUFF_IDS, SYNTHETIC_THING_CLASSES,
                         SYNTHETIC_THING_IDS, generate_synthetic)
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform, TrainTransform, normalize_image
+from .image_labels import (ImageLabelDataset, ImageLabelsFromMasks, image_labels_from_masks,
+                           read_image_labels, write_image_labels)
+from .coco_masks import mask_to_rle, polygons_to_mask, rle_to_mask, segmentation_to_mask
+from .datasets import CityscapesInstances, CocoInstances, SyntheticInstances
+from .instances import (InstanceDataset, InstanceEvalTransform, InstanceTrainTransform, collate_instances,
+                        masks_to_boxes)
 
 IGNORE_INDEX = 255
 
@@ -21,4 +31,11 @@ __all__ = [
     "IMAGENET_STD", "default_palette", "class_statistics", "IGNORE_INDEX",
     "CAMVID_CLASSES", "CAMVID_PALETTE", "VOC_CLASSES", "VOC_PALETTE", "CITYSCAPES_CLASSES",
     "CITYSCAPES_PALETTE", "CITYSCAPES_ID_TO_TRAIN_ID", "ADE20K_CLASSES", "ADE20K_PALETTE",
+    "ImageLabelDataset", "ImageLabelsFromMasks", "image_labels_from_masks", "read_image_labels",
+    "write_image_labels",
+    "JointLabelDataset", "SIFTFlow", "SyntheticJoint", "SIFTFLOW_SEMANTIC_CLASSES", "SIFTFLOW_GEOMETRIC_CLASSES",
+    "NYUDv2", "NYUDV2_CLASSES", "modality_mean_std", "write_hha", "depth_to_hha", "NYU_KINECT_INTRINSICS",
+    "InstanceDataset", "CocoInstances", "CityscapesInstances", "SyntheticInstances", "InstanceTrainTransform",
+    "InstanceEvalTransform", "collate_instances", "masks_to_boxes", "polygons_to_mask", "rle_to_mask",
+    "segmentation_to_mask", "mask_to_rle",
 ]

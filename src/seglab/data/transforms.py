@@ -121,6 +121,8 @@ class TrainTransform:
 
         h, w = self.crop_size
         fill = tuple(float(round(m * 255)) for m in self.mean)
+        if channels > 4:  # albumentations pads in 4-channel chunks, each given the whole fill: OpenCV takes <= 4
+            fill = float(round(255 * sum(self.mean) / len(self.mean)))
         ops = []
         lo, hi = self.scale_range
         if (lo, hi) != (1.0, 1.0):

@@ -26,6 +26,7 @@ from ..hub import create_model, save_model
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .evaluate import evaluate
 from .schedule import build_optimizer, build_scheduler
+from .weak import build_image_label_train_set, build_mil_criterion, uses_image_labels
 from ..utils.io import write_text_atomic
 
 
@@ -54,10 +55,11 @@ def build_datasets(cfg: Config, *, train: bool = True):
                         transform=EvalTransform(mean=d.mean, std=d.std), **d.kwargs)
     if not train:
         return None, val
-    tr = build_dataset(d.name, root=d.root, split=d.train_split, **d.kwargs,
-                       transform=TrainTransform(crop_size=d.crop_size, scale_range=d.scale_range, hflip=d.hflip,
-                                                color_jitter=d.color_jitter, mean=d.mean, std=d.std,
-                                                ignore_index=val.ignore_index))
+    transform = TrainTransform(crop_size=d.crop_size, scale_range=d.scale_range, hflip=d.hflip,
+                               color_jitter=d.color_jitter, mean=d.mean, std=d.std, ignore_index=val.ignore_index)
+    if uses_image_labels(cfg):  # weak training from class lists (MIL-FCN, see engine/weak.py)
+        return build_image_label_train_set(cfg, val, transform), val
+    tr = build_dataset(d.name, root=d.root, split=d.train_split, **d.kwargs, transform=transform)
     return tr, val
 
 
@@ -104,6 +106,12 @@ def _loss_weights(cfg: Config, dataset, num_classes: int, log) -> torch.Tensor |
 def train(cfg: Config, *, resume: bool = False, progress: bool | None = None,
           log: Callable[[str], None] = print) -> TrainResult:
     """Train the model the config describes; returns where the outputs are and the best val mIoU."""
+    from ..registry import model_task
+
+    if model_task(cfg.model.name) == "joint":  # several label spaces, one head each (engine/joint.py)
+        from .joint import train_joint
+
+        return train_joint(cfg, resume=resume, progress=progress, log=log)
     from ..losses import SegmentationLoss
     from ..viz import plot_training_curves
 
@@ -125,6 +133,8 @@ def train(cfg: Config, *, resume: bool = False, progress: bool | None = None,
                                  class_weights=_loss_weights(cfg, train_ds, num_classes, log),
                                  ohem_thresh=t_cfg.ohem.thresh if t_cfg.ohem else None,
                                  ohem_min_kept=t_cfg.ohem.min_kept if t_cfg.ohem else 1 / 16)
+    if t_cfg.supervision == "image_labels":  # batches hold class lists, not label maps
+        criterion = build_mil_criterion(cfg, log)
     iters_per_epoch = len(train_ds) // d_cfg.batch_size
     optimizer = build_optimizer(model, t_cfg.optimizer, lr=t_cfg.lr, momentum=t_cfg.momentum,
                                 weight_decay=t_cfg.weight_decay)
@@ -155,7 +165,7 @@ def train(cfg: Config, *, resume: bool = False, progress: bool | None = None,
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{t_cfg.epochs}", disable=not show, leave=False,
                    dynamic_ncols=True)
         for batch in bar:
-            images, masks = batch["image"], batch["mask"]
+            images, masks = batch["image"], batch["labels"] if "labels" in batch else batch["mask"]
             if t_cfg.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=t_cfg.bf16):

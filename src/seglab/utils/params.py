@@ -14,7 +14,9 @@ def count_parameters(model: nn.Module, *, in_channels: int = 3, size=(64, 64)) -
     model.eval()
     model.zero_grad(set_to_none=True)
     out = model(torch.randn(1, in_channels, *size))
-    out.float().sum().backward()
+    # joint models (several label spaces) return {space: logits}
+    outs = out.values() if isinstance(out, dict) else [out]
+    sum(o.float().sum() for o in outs).backward()
     used = sum(p.numel() for p in model.parameters() if p.grad is not None)
     model.zero_grad(set_to_none=True)
     model.train(was_training)
