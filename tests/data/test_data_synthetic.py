@@ -81,13 +81,14 @@ def test_every_class_appears(tmp_path):
     assert seen == set(range(6))
 
 
-def test_default_demo_set_is_fast(tmp_path):
+def test_default_demo_set_sizes(tmp_path):
     start = time.perf_counter()
     root = generate_synthetic(tmp_path)
     elapsed = time.perf_counter() - start
     print(f"generate_synthetic defaults: 160 + 40 images of 128x128 in {elapsed:.2f} s")
     assert len(SyntheticSegmentation(root, "train")) == 160 and len(SyntheticSegmentation(root, "val")) == 40
-    assert elapsed < 30  # ~1-3 s on 2 cores; a generous bound for loaded machines
+    # No time bound here (DESIGN.md: timings are ratios measured in one run, not test thresholds);
+    # the printed figure is ~1-3 s on 2 quiet cores.
 
 
 def test_bad_arguments(tmp_path):

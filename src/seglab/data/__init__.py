@@ -16,6 +16,10 @@ from .synthetic import (SYNTHETIC_CLASSES, SYNTHETIC_PALETTE, SYNTHETIC_STUFF_ID
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform, TrainTransform, normalize_image
 from .image_labels import (ImageLabelDataset, ImageLabelsFromMasks, image_labels_from_masks,
                            read_image_labels, write_image_labels)
+from .coco_masks import mask_to_rle, polygons_to_mask, rle_to_mask, segmentation_to_mask
+from .datasets import CityscapesInstances, CocoInstances, SyntheticInstances
+from .instances import (InstanceDataset, InstanceEvalTransform, InstanceTrainTransform, collate_instances,
+                        masks_to_boxes)
 
 IGNORE_INDEX = 255
 
@@ -31,4 +35,7 @@ __all__ = [
     "write_image_labels",
     "JointLabelDataset", "SIFTFlow", "SyntheticJoint", "SIFTFLOW_SEMANTIC_CLASSES", "SIFTFLOW_GEOMETRIC_CLASSES",
     "NYUDv2", "NYUDV2_CLASSES", "modality_mean_std", "write_hha", "depth_to_hha", "NYU_KINECT_INTRINSICS",
+    "InstanceDataset", "CocoInstances", "CityscapesInstances", "SyntheticInstances", "InstanceTrainTransform",
+    "InstanceEvalTransform", "collate_instances", "masks_to_boxes", "polygons_to_mask", "rle_to_mask",
+    "segmentation_to_mask", "mask_to_rle",
 ]

@@ -15,13 +15,20 @@ from ..siftflow import SIFTFlow, SyntheticJoint
 from .ade20k import ADE20K
 from .camvid import CamVid
 from .cityscapes import Cityscapes
+from .cityscapes_instances import CityscapesInstances
+from .coco import CocoInstances, coco_instances
 from .folder import SegmentationDataset, SegmentationFolder
 from .synthetic import SyntheticSegmentation
+from .synthetic_instances import SyntheticInstances
 from .voc import VOCSegmentation
 
 DATASETS = {"synthetic": SyntheticSegmentation, "folder": SegmentationFolder, "camvid": CamVid,
             "voc": VOCSegmentation, "cityscapes": Cityscapes, "ade20k": ADE20K,
             "siftflow": SIFTFlow, "synthetic_joint": SyntheticJoint, "nyudv2": NYUDv2}
+# Instance segmentation sets: dataset[i] is (image, target dict), see seglab.data.instances.
+INSTANCE_DATASETS = {"coco_instances": coco_instances, "cityscapes_instances": CityscapesInstances,
+                     "synthetic_instances": SyntheticInstances}
+DATASETS.update(INSTANCE_DATASETS)
 
 
 def _folder(root, split, transform, **kwargs) -> SegmentationFolder:
@@ -44,7 +51,9 @@ def _folder(root, split, transform, **kwargs) -> SegmentationFolder:
 
 def build_dataset(name: str, *, root, split: str, transform=None, **kwargs) -> SegmentationDataset:
     """A data set by name: synthetic, folder, camvid, voc, cityscapes, ade20k, nyudv2; siftflow and
-    synthetic_joint hold several label spaces per image (`seglab.data.siftflow`)."""
+    synthetic_joint hold several label spaces per image (`seglab.data.siftflow`); coco_instances,
+    cityscapes_instances and synthetic_instances give (image, target) instance samples
+    (`seglab.data.instances`)."""
     if name not in DATASETS:
         raise SeglabError(f"unknown dataset {name!r}, expected one of: {', '.join(DATASETS)}")
     if name == "folder":
@@ -58,4 +67,5 @@ def build_dataset(name: str, *, root, split: str, transform=None, **kwargs) -> S
 
 
 __all__ = ["ADE20K", "CamVid", "Cityscapes", "SegmentationDataset", "SegmentationFolder",
-           "SyntheticSegmentation", "VOCSegmentation", "DATASETS", "build_dataset"]
+           "SyntheticSegmentation", "VOCSegmentation", "DATASETS", "build_dataset",
+           "INSTANCE_DATASETS", "CocoInstances", "CityscapesInstances", "SyntheticInstances"]
