@@ -1,5 +1,6 @@
 """Training criteria: `criterion(outputs, target) -> dict[str, Tensor]` with the total under "loss"
 (see DESIGN.md, Contracts), and class-weighting helpers."""
+from .affinity import affinity_targets, balanced_affinity_loss
 from .class_weights import count_class_pixels, inverse_log_frequency_weights, median_frequency_weights
 from .cross_entropy import SegmentationLoss
 from .mil import MILLoss, multiclass_mil_loss
@@ -7,4 +8,4 @@ from .se_loss import SemanticEncodingLoss, class_presence, semantic_encoding_los
 
 __all__ = ["SegmentationLoss", "count_class_pixels", "median_frequency_weights",
            "inverse_log_frequency_weights", "MILLoss", "multiclass_mil_loss", "SemanticEncodingLoss",
-           "class_presence", "semantic_encoding_loss"]
+           "class_presence", "semantic_encoding_loss", "affinity_targets", "balanced_affinity_loss"]

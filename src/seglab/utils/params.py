@@ -14,10 +14,14 @@ def count_parameters(model: nn.Module, *, in_channels: int = 3, size=(64, 64)) -
     model.eval()
     model.zero_grad(set_to_none=True)
     out = model(torch.randn(1, in_channels, *size))
-    # joint models (several label spaces) return {space: logits}
-    outs = out.values() if isinstance(out, dict) else [out]
-    sum(o.float().sum() for o in outs).backward()
-    used = sum(p.numel() for p in model.parameters() if p.grad is not None)
+    if isinstance(out, (list, tuple)):
+        # instance models return one result per image (thresholded, not differentiable): all count
+        used = total
+    else:
+        # joint models (several label spaces) return {space: logits}
+        outs = out.values() if isinstance(out, dict) else [out]
+        sum(o.float().sum() for o in outs).backward()
+        used = sum(p.numel() for p in model.parameters() if p.grad is not None)
     model.zero_grad(set_to_none=True)
     model.train(was_training)
     return total, used
