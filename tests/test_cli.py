@@ -64,6 +64,11 @@ def test_eval_prints_table_and_writes_metrics(trained, tmp_path, capsys):
     metrics = json.loads((tmp_path / "eval_metrics.json").read_text())
     assert 0 <= metrics["mIoU"] <= 1 and metrics["num_images"] == 4
     assert (tmp_path / "confusion_matrix.png").is_file()
+    # key=value overrides are accepted after the options too
+    assert main(["eval", str(cfg), "--checkpoint", str(run / "best.safetensors"), "--out", str(tmp_path / "o"),
+                 "data.batch_size=2"]) == 0
+    with pytest.raises(SystemExit):
+        main(["eval", str(cfg), "--checkpoint", str(run / "best.safetensors"), "--bogus"])
     # last.pt (the training state) evaluates to the same numbers when it holds the same weights
     assert main(["eval", str(cfg), "--checkpoint", str(run / "last.pt"), "--out", str(tmp_path / "b"),
                  "--slide", "32,stride=16"]) == 0
