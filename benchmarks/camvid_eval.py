@@ -117,8 +117,9 @@ def main() -> None:
                       "seconds": round(time.perf_counter() - t0, 1)}), flush=True)
 
     x = dataset[0]["image"][None]  # 360x480
-    for name, pred in tqdm([("fp32", build_predictor(model)), ("bf16", build_predictor(model, bf16=True)),
-                            ("stored_settings_fp32", predictor)], desc="speed", leave=False):
+    variants = [("fp32", build_predictor(model)), ("bf16", build_predictor(model, bf16=True)),
+                ("stored_settings_fp32", predictor), ("stored_settings_bf16", build_predictor(model, tta=tta, bf16=True))]
+    for name, pred in tqdm(variants, desc="speed", leave=False):
         print(json.dumps({**common, "measure": "images_per_s", "variant": name, "size": list(x.shape[-2:]),
                           "images_per_s": round(images_per_second(pred, x, args.runs), 2)}), flush=True)
 
