@@ -42,7 +42,7 @@ from ..utils.io import write_text_atomic
 from .datasets.folder import IGNORE_INDEX, IMAGE_EXTENSIONS, resolve
 from .io import read_image
 from .palettes import default_palette
-from .transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform
+from .transforms import default_eval_transform
 
 __all__ = ["ImageLabelDataset", "ImageLabelsFromMasks", "image_labels_from_masks", "read_image_labels",
            "write_image_labels"]
@@ -141,11 +141,7 @@ class ImageLabelDataset(Dataset):
         self.image_paths = [path for path, _ in entries]
         self.image_labels = torch.stack([_multi_hot(idx, len(self.classes)) for _, idx in entries]).bool()
         self.in_channels = int(in_channels)
-        if transform is None:
-            mean, std = ((IMAGENET_MEAN, IMAGENET_STD) if self.in_channels == 3
-                         else ((0.5,) * self.in_channels, (0.5,) * self.in_channels))
-            transform = EvalTransform(mean, std)
-        self.transform = transform
+        self.transform = transform if transform is not None else default_eval_transform(self.in_channels)
         self.source = Path(labels_file)
 
     @property

@@ -171,3 +171,10 @@ class TrainTransform:
         return (f"TrainTransform(crop_size={self.crop_size}, scale_range={self.scale_range}, "
                 f"hflip={self.hflip}, color_jitter={self.color_jitter}, mean={self.mean}, std={self.std}, "
                 f"ignore_index={self.ignore_index})")
+
+
+def default_eval_transform(in_channels: int = 3) -> EvalTransform:
+    """What a data set uses when given no transform: ImageNet statistics for RGB, 0.5 / 0.5 otherwise."""
+    if in_channels == 3:
+        return EvalTransform(IMAGENET_MEAN, IMAGENET_STD)
+    return EvalTransform((0.5,) * in_channels, (0.5,) * in_channels)

@@ -47,36 +47,48 @@ class FCN(nn.Module):
         super().__init__()
         if stride not in (8, 16, 32):
             raise ValueError(f"FCN stride must be 8, 16 or 32, got {stride}")
-        self.backbone, self.stride = backbone, stride
-        c = backbone.out_channels
-        self.score_fr = nn.Conv2d(c[4], num_classes, 1)
-        scores = [self.score_fr]
-        if stride <= 16:
-            self.upscore2 = BilinearConvTranspose2d(num_classes, 2)
-            self.score_pool4 = nn.Conv2d(c[3], num_classes, 1)
-            scores.append(self.score_pool4)
-        if stride == 8:
-            self.upscore_pool4 = BilinearConvTranspose2d(num_classes, 2)
-            self.score_pool3 = nn.Conv2d(c[2], num_classes, 1)
-            scores.append(self.score_pool3)
-        self.upscore = BilinearConvTranspose2d(num_classes, stride)
-        # Fixed (not learned) factors of the at-once release; see the module docstring.
-        self.pool4_scale, self.pool3_scale = (0.01, 1e-4) if skip_scale else (1.0, 1.0)
-        for conv in scores:
-            nn.init.zeros_(conv.weight)
-            nn.init.zeros_(conv.bias)
+        self.backbone = backbone
+        add_skip_scores(self, backbone.out_channels, num_classes, stride=stride, skip_scale=skip_scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        size = x.shape[-2:]
-        _, _, pool3, pool4, fc7 = self.backbone(x)
-        score = self.score_fr(fc7)
-        if self.stride <= 16:
-            skip = self.score_pool4(pool4 * self.pool4_scale)
-            score = center_crop_to(self.upscore2(score), skip.shape[-2:]) + skip
-        if self.stride == 8:
-            skip = self.score_pool3(pool3 * self.pool3_scale)
-            score = center_crop_to(self.upscore_pool4(score), skip.shape[-2:]) + skip
-        return center_crop_to(self.upscore(score), size)
+        return fuse_skip_scores(self, self.backbone(x), x.shape[-2:])
+
+
+def add_skip_scores(module: nn.Module, channels, num_classes: int, *, stride: int, skip_scale: bool) -> None:
+    """Give `module` FCN's scoring layers for VGG features [pool1, pool2, pool3, pool4, fc7] (channels
+    per level): score_fr, and for 16s / 8s the pool4 / pool3 skips with their 2x upsamplers, plus the
+    final `stride`x upsampler; score layers start at zero as in the release. Attribute names are the
+    release's, so FCN and the joint model share checkpoint keys."""
+    module.stride = stride
+    module.score_fr = nn.Conv2d(channels[4], num_classes, 1)
+    scores = [module.score_fr]
+    if stride <= 16:
+        module.upscore2 = BilinearConvTranspose2d(num_classes, 2)
+        module.score_pool4 = nn.Conv2d(channels[3], num_classes, 1)
+        scores.append(module.score_pool4)
+    if stride == 8:
+        module.upscore_pool4 = BilinearConvTranspose2d(num_classes, 2)
+        module.score_pool3 = nn.Conv2d(channels[2], num_classes, 1)
+        scores.append(module.score_pool3)
+    module.upscore = BilinearConvTranspose2d(num_classes, stride)
+    # Fixed (not learned) factors of the at-once release; see the module docstring.
+    module.pool4_scale, module.pool3_scale = (0.01, 1e-4) if skip_scale else (1.0, 1.0)
+    for conv in scores:
+        nn.init.zeros_(conv.weight)
+        nn.init.zeros_(conv.bias)
+
+
+def fuse_skip_scores(module: nn.Module, feats: list[torch.Tensor], size) -> torch.Tensor:
+    """FCN-32s/16s/8s scoring with the layers `add_skip_scores` gave `module`; logits at `size`."""
+    _, _, pool3, pool4, fc7 = feats
+    score = module.score_fr(fc7)
+    if module.stride <= 16:
+        skip = module.score_pool4(pool4 * module.pool4_scale)
+        score = center_crop_to(module.upscore2(score), skip.shape[-2:]) + skip
+    if module.stride == 8:
+        skip = module.score_pool3(pool3 * module.pool3_scale)
+        score = center_crop_to(module.upscore_pool4(score), skip.shape[-2:]) + skip
+    return center_crop_to(module.upscore(score), size)
 
 
 class FCNHead(nn.Sequential):

@@ -48,9 +48,9 @@ from torch import nn
 
 from ..backbones import create_backbone
 from ..errors import ConfigError
-from ..layers import BilinearConvTranspose2d, center_crop_to, resize_to
+from ..layers import resize_to
 from ..registry import register_model
-from .fcn import FCNHead
+from .fcn import FCNHead, add_skip_scores, fuse_skip_scores
 
 __all__ = ["FCNConvHead", "FCNSkipScoreHead", "JointFCN", "check_label_spaces"]
 
@@ -86,34 +86,10 @@ class FCNSkipScoreHead(nn.Module):
         super().__init__()
         if stride not in (8, 16, 32):
             raise ConfigError(f"FCN stride must be 8, 16 or 32, got {stride}")
-        self.stride = stride
-        self.score_fr = nn.Conv2d(channels[4], num_classes, 1)
-        scores = [self.score_fr]
-        if stride <= 16:
-            self.upscore2 = BilinearConvTranspose2d(num_classes, 2)
-            self.score_pool4 = nn.Conv2d(channels[3], num_classes, 1)
-            scores.append(self.score_pool4)
-        if stride == 8:
-            self.upscore_pool4 = BilinearConvTranspose2d(num_classes, 2)
-            self.score_pool3 = nn.Conv2d(channels[2], num_classes, 1)
-            scores.append(self.score_pool3)
-        self.upscore = BilinearConvTranspose2d(num_classes, stride)
-        # Fixed factors of FCN's at-once training (see seglab.models.fcn).
-        self.pool4_scale, self.pool3_scale = (0.01, 1e-4) if skip_scale else (1.0, 1.0)
-        for conv in scores:
-            nn.init.zeros_(conv.weight)
-            nn.init.zeros_(conv.bias)
+        add_skip_scores(self, channels, num_classes, stride=stride, skip_scale=skip_scale)
 
     def forward(self, feats: list[torch.Tensor], size) -> torch.Tensor:
-        _, _, pool3, pool4, fc7 = feats
-        score = self.score_fr(fc7)
-        if self.stride <= 16:
-            skip = self.score_pool4(pool4 * self.pool4_scale)
-            score = center_crop_to(self.upscore2(score), skip.shape[-2:]) + skip
-        if self.stride == 8:
-            skip = self.score_pool3(pool3 * self.pool3_scale)
-            score = center_crop_to(self.upscore_pool4(score), skip.shape[-2:]) + skip
-        return center_crop_to(self.upscore(score), size)
+        return fuse_skip_scores(self, feats, size)
 
 
 class FCNConvHead(nn.Module):

@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 from ...errors import DataError, SeglabError
 from ..io import image_size, read_image, read_label
 from ..palettes import default_palette
-from ..transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform
+from ..transforms import default_eval_transform
 
 IGNORE_INDEX = 255
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -121,11 +121,7 @@ class SegmentationDataset(Dataset):
             raise SeglabError(f"{source}: palette needs one (r, g, b) colour per class "
                               f"({len(self.classes)}), got {len(self.palette)} entries")
         self.in_channels = int(in_channels)
-        if transform is None:
-            mean, std = ((IMAGENET_MEAN, IMAGENET_STD) if self.in_channels == 3
-                         else ((0.5,) * self.in_channels, (0.5,) * self.in_channels))
-            transform = EvalTransform(mean, std)
-        self.transform = transform
+        self.transform = transform if transform is not None else default_eval_transform(self.in_channels)
         self.label_lut = make_lut(label_map)
 
     @property
