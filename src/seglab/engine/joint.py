@@ -33,15 +33,16 @@ from ..hub import save_model
 from ..losses import SegmentationLoss
 from ..metrics import SemanticMetrics
 from ..utils.io import write_text_atomic
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .schedule import build_optimizer, build_scheduler
+from .checkpoint import rng_state, save_checkpoint
 from .trainer import (
     TrainResult,
     _seed_epoch,
     _worker_init,
     build_datasets,
     build_model_for,
+    optimization_state,
     show_progress,
+    train_step,
 )
 
 
@@ -178,22 +179,8 @@ def train_joint(cfg: Config, *, resume: bool = False, progress: bool | None = No
         model = model.to(memory_format=torch.channels_last)
     criterion = JointLoss(list(spaces), weights=t_cfg.label_space_weights, ignore_index=train_ds.ignore_index,
                           aux_weight=t_cfg.aux_weight)
-    iters_per_epoch = len(train_ds) // d_cfg.batch_size
-    optimizer = build_optimizer(model, t_cfg.optimizer, lr=t_cfg.lr, momentum=t_cfg.momentum,
-                                weight_decay=t_cfg.weight_decay)
-    scheduler = build_scheduler(optimizer, t_cfg.epochs * iters_per_epoch, power=t_cfg.poly_power,
-                                warmup_iters=t_cfg.warmup_iters, warmup_ratio=t_cfg.warmup_ratio)
-    start_epoch, history, best = 0, [], {"mIoU": -1.0, "epoch": -1}
-    if resume:
-        if not last_path.is_file():
-            raise SeglabError(f"--resume: no checkpoint to resume from at {last_path}")
-        state = load_checkpoint(last_path)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start_epoch, history, best = state["epoch"] + 1, list(state["history"]), dict(state["best"])
-        set_rng_state(state["rng"])
-        log(f"resumed from {last_path} at epoch {start_epoch + 1}/{t_cfg.epochs}")
+    optimizer, scheduler, start_epoch, history, best = optimization_state(
+        cfg, model, len(train_ds) // d_cfg.batch_size, last_path if resume else None, log)
     write_text_atomic(out / "config.yaml", dump_config(cfg))
     extra = {"mean": list(d_cfg.mean), "std": list(d_cfg.std), "label_space_classes": train_ds.label_spaces}
     show = show_progress(progress)
@@ -210,19 +197,8 @@ def train_joint(cfg: Config, *, resume: bool = False, progress: bool | None = No
             images = batch["image"]
             if t_cfg.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=t_cfg.bf16):
-                outputs = model(images)
-            losses = criterion(_float_outputs(outputs), batch["masks"])
-            loss = losses["loss"]
-            if not torch.isfinite(loss):
-                raise SeglabError(f"loss became {loss.item()} at epoch {epoch + 1}; lower train.lr "
-                                  f"(now {t_cfg.lr}) or enable train.grad_clip")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if t_cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), t_cfg.grad_clip)
-            optimizer.step()
-            scheduler.step()
+            losses = train_step(model, images, batch["masks"], criterion, optimizer, scheduler, t_cfg, epoch,
+                                convert_outputs=_float_outputs)
             for k in sums:
                 sums[k] += losses[k].item()
             n += 1

@@ -135,22 +135,8 @@ def train(cfg: Config, *, resume: bool = False, progress: bool | None = None,
                                  ohem_min_kept=t_cfg.ohem.min_kept if t_cfg.ohem else 1 / 16)
     if t_cfg.supervision == "image_labels":  # batches hold class lists, not label maps
         criterion = build_mil_criterion(cfg, log)
-    iters_per_epoch = len(train_ds) // d_cfg.batch_size
-    optimizer = build_optimizer(model, t_cfg.optimizer, lr=t_cfg.lr, momentum=t_cfg.momentum,
-                                weight_decay=t_cfg.weight_decay)
-    scheduler = build_scheduler(optimizer, t_cfg.epochs * iters_per_epoch, power=t_cfg.poly_power,
-                                warmup_iters=t_cfg.warmup_iters, warmup_ratio=t_cfg.warmup_ratio)
-    start_epoch, history, best = 0, [], {"mIoU": -1.0, "epoch": -1}
-    if resume:
-        if not last_path.is_file():
-            raise SeglabError(f"--resume: no checkpoint to resume from at {last_path}")
-        state = load_checkpoint(last_path)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start_epoch, history, best = state["epoch"] + 1, list(state["history"]), dict(state["best"])
-        set_rng_state(state["rng"])
-        log(f"resumed from {last_path} at epoch {start_epoch + 1}/{t_cfg.epochs}")
+    optimizer, scheduler, start_epoch, history, best = optimization_state(
+        cfg, model, len(train_ds) // d_cfg.batch_size, last_path if resume else None, log)
     write_text_atomic(out / "config.yaml", dump_config(cfg))
     meta = {"classes": list(train_ds.classes), "palette": [list(c) for c in train_ds.palette],
             "extra": {"mean": list(d_cfg.mean), "std": list(d_cfg.std)}}
@@ -168,20 +154,9 @@ def train(cfg: Config, *, resume: bool = False, progress: bool | None = None,
             images, masks = batch["image"], batch["labels"] if "labels" in batch else batch["mask"]
             if t_cfg.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=t_cfg.bf16):
-                outputs = model(images)
-            losses = criterion(_to_float(outputs), masks)
-            loss = losses["loss"]
-            if not torch.isfinite(loss):
-                raise SeglabError(f"loss became {loss.item()} at epoch {epoch + 1}; lower train.lr "
-                                  f"(now {t_cfg.lr}) or enable train.grad_clip")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if t_cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), t_cfg.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            loss_sum += loss.item()
+            losses = train_step(model, images, masks, criterion, optimizer, scheduler, t_cfg, epoch,
+                                convert_outputs=_to_float)
+            loss_sum += losses["loss"].item()
             n += 1
             bar.set_postfix(loss=f"{loss_sum / n:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
         entry = {"epoch": epoch + 1, "train_loss": loss_sum / max(n, 1), "lr": scheduler.get_last_lr()[0],
@@ -206,6 +181,48 @@ def train(cfg: Config, *, resume: bool = False, progress: bool | None = None,
     return TrainResult(out_dir=out, best_path=best_path if best_path.exists() else None, last_path=last_path,
                        best_mIoU=best["mIoU"], best_epoch=best["epoch"], history=history,
                        final_metrics=final_metrics)
+
+
+def optimization_state(cfg: Config, model: torch.nn.Module, iters_per_epoch: int, resume_from: Path | None,
+                       log: Callable[[str], None]):
+    """(optimizer, scheduler, start_epoch, history, best) for a run, restored from `resume_from` (a
+    last.pt) when given: model, optimizer, schedule, epoch, history and RNG state, for an exact resume."""
+    t = cfg.train
+    optimizer = build_optimizer(model, t.optimizer, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    scheduler = build_scheduler(optimizer, t.epochs * iters_per_epoch, power=t.poly_power,
+                                warmup_iters=t.warmup_iters, warmup_ratio=t.warmup_ratio)
+    if resume_from is None:
+        return optimizer, scheduler, 0, [], {"mIoU": -1.0, "epoch": -1}
+    if not resume_from.is_file():
+        raise SeglabError(f"--resume: no checkpoint to resume from at {resume_from}")
+    state = load_checkpoint(resume_from)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    set_rng_state(state["rng"])
+    start_epoch = state["epoch"] + 1
+    log(f"resumed from {resume_from} at epoch {start_epoch + 1}/{t.epochs}")
+    return optimizer, scheduler, start_epoch, list(state["history"]), dict(state["best"])
+
+
+def train_step(model, images, targets, criterion, optimizer, scheduler, t_cfg, epoch: int, *,
+               convert_outputs) -> dict[str, torch.Tensor]:
+    """One optimisation step (bf16 autocast forward as configured, loss in float32, finite check,
+    backward, optional gradient clipping, optimizer and schedule step); returns the criterion's dict."""
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=t_cfg.bf16):
+        outputs = model(images)
+    losses = criterion(convert_outputs(outputs), targets)
+    loss = losses["loss"]
+    if not torch.isfinite(loss):
+        raise SeglabError(f"loss became {loss.item()} at epoch {epoch + 1}; lower train.lr "
+                          f"(now {t_cfg.lr}) or enable train.grad_clip")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if t_cfg.grad_clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), t_cfg.grad_clip)
+    optimizer.step()
+    scheduler.step()
+    return losses
 
 
 def validation_predictor(cfg: Config, model: torch.nn.Module):
