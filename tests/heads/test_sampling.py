@@ -29,3 +29,8 @@ def test_sampler_respects_budget_and_fraction():
     # few positives: the rest of the budget goes to negatives
     pos, neg = BalancedPositiveNegativeSampler(64, 0.25)([torch.tensor([1, 1] + [0] * 100)])
     assert int(pos[0].sum()) == 2 and int(neg[0].sum()) == 62
+
+
+def test_low_quality_matching_ignores_a_box_that_overlaps_nothing():
+    iou = torch.tensor([[0.9, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    assert Matcher(0.7, 0.3, allow_low_quality_matches=True)(iou).tolist() == [0, -1, -1]

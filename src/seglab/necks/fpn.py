@@ -13,7 +13,7 @@ Full size on ResNet-50 (256/512/1024/2048 -> 256): 3,344,384 parameters.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

@@ -12,7 +12,7 @@ cannot be trained (as in every implementation of the module).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

@@ -41,9 +41,11 @@ class Matcher:
         matches[best_iou < self.low_threshold] = self.BELOW_LOW_THRESHOLD
         matches[(best_iou >= self.low_threshold) & (best_iou < self.high_threshold)] = self.BETWEEN_THRESHOLDS
         if original is not None:
-            # Every ground-truth box keeps the predictions that overlap it best (ties included).
+            # Every ground-truth box keeps the predictions that overlap it best (ties included); a box
+            # that overlaps nothing (e.g. degenerate, zero area) claims no prediction (torchvision's would
+            # claim every prediction tied at IoU 0).
             best_for_gt = iou.max(dim=1, keepdim=True).values
-            _, pred_idx = torch.nonzero(iou == best_for_gt, as_tuple=True)
+            _, pred_idx = torch.nonzero((iou == best_for_gt) & (best_for_gt > 0), as_tuple=True)
             matches[pred_idx] = original[pred_idx]
         return matches
 
