@@ -17,7 +17,11 @@ from .transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform, TrainTransfo
 from .image_labels import (ImageLabelDataset, ImageLabelsFromMasks, image_labels_from_masks,
                            read_image_labels, write_image_labels)
 from .coco_masks import mask_to_rle, polygons_to_mask, rle_to_mask, segmentation_to_mask
-from .datasets import CityscapesInstances, CocoInstances, SyntheticInstances
+from .datasets import (PANOPTIC_DATASETS, CityscapesInstances, CityscapesPanoptic, CocoInstances, PanopticDataset,
+                       SyntheticInstances, SyntheticPanoptic)
+from .panoptic import (cityscapes_instance_ids_to_panoptic, id2rgb, load_panoptic_json, panoptic_to_instances,
+                       panoptic_to_semantic, read_panoptic, rgb2id, save_panoptic_json, semantic_instance_to_panoptic,
+                       write_panoptic)
 from .instances import (InstanceDataset, InstanceEvalTransform, InstanceTrainTransform, collate_instances,
                         masks_to_boxes)
 
@@ -38,4 +42,7 @@ __all__ = [
     "InstanceDataset", "CocoInstances", "CityscapesInstances", "SyntheticInstances", "InstanceTrainTransform",
     "InstanceEvalTransform", "collate_instances", "masks_to_boxes", "polygons_to_mask", "rle_to_mask",
     "segmentation_to_mask", "mask_to_rle",
+    "PANOPTIC_DATASETS", "PanopticDataset", "CityscapesPanoptic", "SyntheticPanoptic", "id2rgb", "rgb2id",
+    "read_panoptic", "write_panoptic", "load_panoptic_json", "save_panoptic_json", "semantic_instance_to_panoptic",
+    "panoptic_to_semantic", "panoptic_to_instances", "cityscapes_instance_ids_to_panoptic",
 ]

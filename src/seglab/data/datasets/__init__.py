@@ -17,6 +17,7 @@ from .camvid import CamVid
 from .cityscapes import Cityscapes
 from .cityscapes_instances import CityscapesInstances
 from .coco import CocoInstances, coco_instances
+from .coco_panoptic import CityscapesPanoptic, PanopticDataset, SyntheticPanoptic, coco_panoptic
 from .folder import SegmentationDataset, SegmentationFolder
 from .synthetic import SyntheticSegmentation
 from .synthetic_instances import SyntheticInstances
@@ -29,6 +30,10 @@ DATASETS = {"synthetic": SyntheticSegmentation, "folder": SegmentationFolder, "c
 INSTANCE_DATASETS = {"coco_instances": coco_instances, "cityscapes_instances": CityscapesInstances,
                      "synthetic_instances": SyntheticInstances}
 DATASETS.update(INSTANCE_DATASETS)
+# Panoptic sets: dataset[i] is (image, target dict with "semantic" and "panoptic"), see .coco_panoptic.
+PANOPTIC_DATASETS = {"coco_panoptic": coco_panoptic, "cityscapes_panoptic": CityscapesPanoptic,
+                     "synthetic_panoptic": SyntheticPanoptic}
+DATASETS.update(PANOPTIC_DATASETS)
 
 
 def _folder(root, split, transform, **kwargs) -> SegmentationFolder:
@@ -68,4 +73,5 @@ def build_dataset(name: str, *, root, split: str, transform=None, **kwargs) -> S
 
 __all__ = ["ADE20K", "CamVid", "Cityscapes", "SegmentationDataset", "SegmentationFolder",
            "SyntheticSegmentation", "VOCSegmentation", "DATASETS", "build_dataset",
-           "INSTANCE_DATASETS", "CocoInstances", "CityscapesInstances", "SyntheticInstances"]
+           "INSTANCE_DATASETS", "CocoInstances", "CityscapesInstances", "SyntheticInstances",
+           "PANOPTIC_DATASETS", "PanopticDataset", "CityscapesPanoptic", "SyntheticPanoptic"]
