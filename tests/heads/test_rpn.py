@@ -146,3 +146,13 @@ def test_level_count_must_match_the_anchor_levels():
     rpn = RegionProposalNetwork(4)  # five FPN levels
     with pytest.raises(SeglabError, match="5 anchor levels"):
         rpn([torch.zeros(1, 4, 8, 8)], [(32, 32)])
+
+
+def test_proposals_are_float32_under_bf16_autocast():
+    """bf16 boxes would round coordinates of large images to several pixels."""
+    rpn = RegionProposalNetwork(8, anchor_sizes=((64,),), post_nms_top_n_test=50).eval()
+    feats = [torch.randn(1, 8, 50, 60)]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        proposals, _ = rpn(feats, [(800, 960)])
+    assert proposals[0].dtype == torch.float32
+    assert bool((proposals[0] != proposals[0].to(torch.bfloat16).float()).any())

@@ -13,7 +13,10 @@ Whole models (`convert_model_state_dict`): torchvision segmentation checkpoints.
 (fcn_resnet50/101) and DeepLab v3 (deeplabv3_resnet50/101: `classifier.0.convs.*` /
 `classifier.0.project.*` ASPP, `classifier.1/2/4`, FCN `aux_classifier`) keep torchvision's layout, so
 the mapping is the identity plus dropping the auxiliary head when the model has none; `_RENAMES` is
-where a layout that differs would add its rules.
+where a layout that differs adds its rules. Mask R-CNN (maskrcnn_resnet50_fpn -> mask_rcnn_resnet50_fpn
+with num_classes=90, torchvision's 91 with background): `backbone.body.*` -> `backbone.*`,
+`backbone.fpn.*` -> `fpn.*`, the rest as is; its FrozenBatchNorm2d trunk has no `num_batches_tracked`
+(set to 0).
 """
 from __future__ import annotations
 
@@ -26,8 +29,10 @@ from ..errors import SeglabError
 from ..hub import read_state_dict
 
 # (regex on a torchvision key, replacement) applied in order to whole-model checkpoints; FCN and
-# DeepLab v3 need none (their module names are torchvision's).
-_RENAMES: list[tuple[str, str]] = []
+# DeepLab v3 need none (their module names are torchvision's). Mask R-CNN (maskrcnn_resnet50_fpn):
+# the trunk and FPN sit under `backbone.body` / `backbone.fpn` there, `backbone` / `fpn` here;
+# `rpn.*` and `roi_heads.*` keep their names.
+_RENAMES: list[tuple[str, str]] = [(r"^backbone\.body\.", "backbone."), (r"^backbone\.fpn\.", "fpn.")]
 # Heads a torchvision checkpoint may carry that a seglab model may be built without (aux_loss=False).
 _OPTIONAL_PREFIXES = ("aux_classifier.",)
 
@@ -95,7 +100,7 @@ def load_backbone_weights(model: nn.Module, name: str, path) -> None:
 
 def convert_model_state_dict(model: nn.Module, state: dict) -> dict:
     """Map a torchvision whole-model checkpoint (fcn_resnet50/101, deeplabv3_resnet50/101, with or
-    without aux) onto `model`.
+    without aux; maskrcnn_resnet50_fpn into mask_rcnn_resnet50_fpn at num_classes=90) onto `model`.
 
     Returns the renamed state dict; the caller (`seglab.hub.load_weights`) checks shapes and loads it
     strictly. Raises `SeglabError` when the checkpoint lacks tensors the model needs.
@@ -109,6 +114,9 @@ def convert_model_state_dict(model: nn.Module, state: dict) -> dict:
     for prefix in _OPTIONAL_PREFIXES:  # trained with an aux head, used without one: drop it
         if not any(k.startswith(prefix) for k in own):
             out = {k: v for k, v in out.items() if not k.startswith(prefix)}
+    for k in own:  # FrozenBatchNorm2d checkpoints (Mask R-CNN) have no BatchNorm step counters
+        if k.endswith(".num_batches_tracked") and k not in out and k[:-20] + ".running_mean" in out:
+            out[k] = torch.zeros_like(own[k], device="cpu")
     missing = [k for k in own if k not in out]
     if missing:
         hint = ""

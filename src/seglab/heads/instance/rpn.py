@@ -143,11 +143,12 @@ class RegionProposalNetwork(nn.Module):
                               + ("" if targets is None else f" and {len(targets)} targets"))
         logits, deltas = self.head(features)
         grid_sizes = [(int(f.shape[-2]), int(f.shape[-1])) for f in features]
+        # Boxes stay float32 under bf16 autocast: bf16 would round COCO-size coordinates to ~4 pixels.
         anchors_per_level = self.anchor_generator.grid_anchors(
-            grid_sizes, self.level_strides(grid_sizes, image_sizes), features[0].dtype, features[0].device)
+            grid_sizes, self.level_strides(grid_sizes, image_sizes), torch.float32, features[0].device)
         anchors = torch.cat(anchors_per_level)  # shared by every image of the padded batch
-        objectness = _flatten_levels(logits, 1).squeeze(-1)  # (N, total anchors)
-        box_deltas = _flatten_levels(deltas, 4)  # (N, total anchors, 4)
+        objectness = _flatten_levels(logits, 1).squeeze(-1).float()  # (N, total anchors)
+        box_deltas = _flatten_levels(deltas, 4).float()  # (N, total anchors, 4)
 
         decoded = self.box_coder.decode_single(box_deltas.detach().reshape(-1, 4),
                                                anchors.repeat(num_images, 1)).view(num_images, -1, 4)
