@@ -82,7 +82,7 @@ def batch_images(images, size_divisible: int = 32) -> tuple[torch.Tensor, list[t
     return batch, [(int(h), int(w)) for h, w in sizes]
 
 
-def _check_targets(targets: Sequence[dict], sizes: Sequence[tuple[int, int]], device) -> list[dict]:
+def check_instance_targets(targets: Sequence[dict], sizes: Sequence[tuple[int, int]], device) -> list[dict]:
     if len(targets) != len(sizes):
         raise SeglabError(f"got {len(targets)} targets for {len(sizes)} images")
     out = []
@@ -160,7 +160,7 @@ class MaskRCNN(nn.Module):
     def forward(self, images, targets: Sequence[dict] | None = None):
         batch, sizes, pyramid = self.extract_features(images)
         if targets is not None:
-            targets = _check_targets(targets, sizes, batch.device)
+            targets = check_instance_targets(targets, sizes, batch.device)
         proposals, rpn_losses = self.rpn(pyramid, sizes, targets)
         detections, roi_losses = self.roi_heads(pyramid[:self.roi_levels], proposals, sizes, targets)
         if targets is not None:
