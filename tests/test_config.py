@@ -6,7 +6,7 @@ from seglab import list_models
 from seglab.config import Config, config_from_dict, load_config, parse_overrides
 from seglab.errors import ConfigError
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
 
 
 def test_overrides_are_parsed_as_yaml_into_a_tree():

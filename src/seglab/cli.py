@@ -101,7 +101,10 @@ def cmd_train(args) -> int:
 
     cfg = load_config(args.config, args.overrides)
     result = train(cfg, resume=args.resume, log=_log)
-    _log(f"best val mIoU {100 * result.best_mIoU:.2f} at epoch {result.best_epoch}")
+    if result.best_mask_AP is not None:  # an instance model
+        _log(f"best val mask AP {100 * result.best_mask_AP:.2f} at epoch {result.best_epoch}")
+    else:
+        _log(f"best val mIoU {100 * result.best_mIoU:.2f} at epoch {result.best_epoch}")
     _log(f"outputs in {result.out_dir}/: best.safetensors (model), last.pt (resume with --resume), "
          f"metrics.jsonl, curves.png")
     return 0
@@ -109,10 +112,12 @@ def cmd_train(args) -> int:
 
 def _model_and_val_set(cfg, checkpoint: str):
     """The config's validation split and its model with the checkpoint's weights (best.safetensors,
-    last.pt or a torchvision file)."""
+    last.pt or a torchvision file); an instance data set for an instance model."""
     from .engine.checkpoint import load_checkpoint
+    from .engine.instance import build_instance_datasets
     from .engine.trainer import build_datasets, build_model_for
     from .hub import load_model, load_weights, read_model_metadata, resolve_model_file
+    from .registry import model_task
 
     ckpt = Path(checkpoint)
     if not ckpt.is_file():
@@ -120,10 +125,14 @@ def _model_and_val_set(cfg, checkpoint: str):
             ckpt = resolve_model_file(checkpoint)
         except SeglabError:
             raise SeglabError(f"checkpoint not found: {ckpt}") from None
-    _, val_ds = build_datasets(cfg, train=False)
+    task = model_task(cfg.model.name)
+    _, val_ds = (build_instance_datasets if task == "instance" else build_datasets)(cfg, train=False)
     if ckpt.suffix == ".safetensors" and _has_seglab_metadata(ckpt):
         # A seglab model file describes its own architecture (possibly packed without aux heads).
         meta = read_model_metadata(ckpt)
+        if model_task(meta["name"]) != task:
+            raise SeglabError(f"{ckpt}: holds a {model_task(meta['name'])} model ({meta['name']}) but the config's "
+                              f"model {cfg.model.name!r} is a {task} model")
         if meta["num_classes"] != val_ds.num_classes:
             raise SeglabError(f"{ckpt}: the model predicts {meta['num_classes']} classes, the config's data set "
                               f"has {val_ds.num_classes}")
@@ -172,6 +181,7 @@ def cmd_crf_search(args) -> int:
     from .utils.io import write_json_atomic
 
     cfg = load_config(args.config, args.overrides)
+    _refuse_instance_model(cfg.model.name, "crf-search (the CRF refines semantic predictions)")
     model, val_ds = _model_and_val_set(cfg, args.checkpoint)
     args.crf = None
     predictor = _predictor_from(args, model, cfg)
@@ -201,6 +211,8 @@ def cmd_eval(args) -> int:
     from .engine.trainer import show_progress
 
     cfg = load_config(args.config, args.overrides)
+    if _is_instance_model(cfg.model.name):
+        return _eval_instances(args, cfg)
     model, val_ds = _model_and_val_set(cfg, args.checkpoint)
     ckpt = Path(args.checkpoint)
     predictor = _predictor_from(args, model, cfg)
@@ -210,6 +222,41 @@ def cmd_eval(args) -> int:
     _log(f"evaluated {len(val_ds)} images in {time.perf_counter() - t0:.1f}s: mIoU {100 * results['mIoU']:.2f}")
     _log(f"wrote {out}/eval_metrics.json and {out}/confusion_matrix.png")
     return 0
+
+
+def _eval_instances(args, cfg) -> int:
+    """`seglab eval` of an instance model: COCO mask / box AP over the val split (engine/evaluate_instances)."""
+    from .engine.evaluate_instances import evaluate_instances_and_report, summary_line
+    from .engine.trainer import show_progress
+
+    _refuse_semantic_options(args, cfg.model.name)
+    model, val_ds = _model_and_val_set(cfg, args.checkpoint)
+    out = Path(args.out) if args.out else Path(args.checkpoint).parent / "eval"
+    t0 = time.perf_counter()
+    results = evaluate_instances_and_report(model, val_ds, out, progress=show_progress(None), bf16=args.bf16,
+                                            log=_log)
+    _log(f"evaluated {len(val_ds)} images in {time.perf_counter() - t0:.1f}s: {summary_line(results)}")
+    _log(f"wrote {out}/eval_metrics.json and the COCO results {out}/instances_results.json")
+    return 0
+
+
+def _is_instance_model(name: str) -> bool:
+    from .registry import model_task
+
+    return model_task(name) == "instance"
+
+
+def _refuse_instance_model(name: str, what: str) -> None:
+    if _is_instance_model(name):
+        raise SeglabError(f"{what}: not available for instance model {name!r}")
+
+
+def _refuse_semantic_options(args, name: str) -> None:
+    given = [flag for flag, value in (("--slide", args.slide), ("--tta", args.tta),
+                                      ("--crf", getattr(args, "crf", None))) if value is not None]
+    if given:
+        raise SeglabError(f"{', '.join(given)}: semantic prediction options, not supported for instance model "
+                          f"{name!r}")
 
 
 def cmd_predict(args) -> int:
@@ -225,6 +272,8 @@ def cmd_predict(args) -> int:
     files = collect_inputs(args.inputs)
     model = load_model(source)
     meta = model.seglab_config
+    if _is_instance_model(meta["name"]):
+        return _predict_instances(args, model, source, files)
     palette = meta.get("palette") or default_palette(meta["num_classes"])
     predictor = _predictor_from(args, model, None)
     in_channels = meta.get("kwargs", {}).get("in_channels", 3)
@@ -233,6 +282,29 @@ def cmd_predict(args) -> int:
                             std=meta.get("std", IMAGENET_STD), palette=[tuple(c) for c in palette],
                             in_channels=in_channels, progress=show_progress(None))
     _log(f"predicted {len(written)} image(s): label PNGs and overlays in {out}/")
+    return 0
+
+
+def _predict_instances(args, model, source: str, files) -> int:
+    """`seglab predict` with an instance model: overlays and one COCO result JSON (inference/instances)."""
+    from .engine.trainer import show_progress
+    from .hub import read_model_metadata, resolve_model_file
+    from .inference.instances import InstancePredictor, predict_instance_files
+
+    meta = model.seglab_config
+    _refuse_semantic_options(args, meta["name"])
+    if not 0.0 <= args.score_thresh <= 1.0:
+        raise SeglabError(f"--score-thresh must be in [0, 1], got {args.score_thresh}")
+    num_classes = meta["num_classes"]
+    category_ids = read_model_metadata(resolve_model_file(source)).get("category_ids") \
+        or list(range(1, num_classes + 1))
+    class_names = meta.get("classes") or [str(i) for i in range(num_classes)]
+    out = Path(args.out)
+    overlays, json_path = predict_instance_files(
+        InstancePredictor(model, bf16=args.bf16), files, out, class_names=class_names, category_ids=category_ids,
+        score_threshold=args.score_thresh, progress=show_progress(None))
+    _log(f"predicted {len(overlays)} image(s): instance overlays (score >= {args.score_thresh:g}) in {out}/, "
+         f"COCO results (all detections) in {json_path}")
     return 0
 
 
@@ -281,11 +353,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inference_options(s)
     s.set_defaults(func=cmd_eval)
 
-    s = sub.add_parser("predict", help="predict label maps and overlays for images or folders")
+    s = sub.add_parser("predict", help="predict label maps and overlays (instance models: instance overlays "
+                                       "and a COCO JSON) for images or folders")
     s.add_argument("inputs", nargs="+", metavar="INPUT")
     s.add_argument("--checkpoint", help="a seglab .safetensors model file (e.g. best.safetensors)")
     s.add_argument("--model", help="name of a model shipped with seglab")
     s.add_argument("--out", required=True)
+    s.add_argument("--score-thresh", type=float, default=0.5,
+                   help="instance models: lowest score drawn on the overlays (default 0.5; the COCO JSON "
+                        "keeps every detection)")
     _add_inference_options(s)
     s.set_defaults(func=cmd_predict)
 

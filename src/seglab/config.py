@@ -80,6 +80,12 @@ class TrainConfig(_Strict):
     aux_weight: float = Field(0.4, ge=0)
     se_weight: float = Field(0.2, ge=0)  # EncNet SE-loss weight, used when the model returns "se"
     val_interval: int = Field(1, gt=0)
+    # Stop once this much TRAINING time (validation excluded) has accumulated; a final validation still
+    # runs. Each metrics.jsonl entry records the running total as `train_minutes`.
+    max_minutes: float | None = Field(None, gt=0)
+    # Validate at the end of the first epoch after every this many training minutes (replaces
+    # val_interval when set; time-to-accuracy curves, e.g. benchmarks/instance_synthetic.py).
+    val_every_minutes: float | None = Field(None, gt=0)
     seed: int = 0
     out_dir: str = "runs/exp"
     grad_clip: float | None = Field(None, gt=0)

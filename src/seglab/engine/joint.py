@@ -35,6 +35,7 @@ from ..metrics import SemanticMetrics
 from ..utils.io import write_text_atomic
 from .checkpoint import rng_state, save_checkpoint
 from .trainer import (
+    TrainingClock,
     TrainResult,
     _seed_epoch,
     _worker_init,
@@ -185,7 +186,10 @@ def train_joint(cfg: Config, *, resume: bool = False, progress: bool | None = No
     extra = {"mean": list(d_cfg.mean), "std": list(d_cfg.std), "label_space_classes": train_ds.label_spaces}
     show = show_progress(progress)
     final_metrics = None
+    clock = TrainingClock(t_cfg, history, val_key="val_mIoU")
     for epoch in range(start_epoch, t_cfg.epochs):
+        if clock.out_of_time(log):
+            break
         gen = _seed_epoch(train_ds, t_cfg.seed, epoch)
         loader = DataLoader(train_ds, batch_size=d_cfg.batch_size, shuffle=True, drop_last=True,
                             generator=gen, num_workers=d_cfg.num_workers, worker_init_fn=_worker_init)
@@ -193,6 +197,7 @@ def train_joint(cfg: Config, *, resume: bool = False, progress: bool | None = No
         t0, sums, n = time.perf_counter(), {k: 0.0 for k in ["loss", *(f"loss_{s}" for s in spaces)]}, 0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{t_cfg.epochs}", disable=not show, leave=False,
                    dynamic_ncols=True)
+        clock.start()
         for batch in bar:
             images = batch["image"]
             if t_cfg.channels_last:
@@ -203,10 +208,13 @@ def train_joint(cfg: Config, *, resume: bool = False, progress: bool | None = No
                 sums[k] += losses[k].item()
             n += 1
             bar.set_postfix(loss=f"{sums['loss'] / n:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+            if clock.tick():  # train.max_minutes reached: this epoch ends here, validated
+                break
         entry = {"epoch": epoch + 1, "train_loss": sums["loss"] / max(n, 1),
                  **{f"train_{k}": v / max(n, 1) for k, v in sums.items() if k != "loss"},
-                 "lr": scheduler.get_last_lr()[0], "epoch_time_s": round(time.perf_counter() - t0, 3)}
-        if (epoch + 1) % t_cfg.val_interval == 0 or epoch + 1 == t_cfg.epochs:
+                 "lr": scheduler.get_last_lr()[0], "epoch_time_s": round(time.perf_counter() - t0, 3),
+                 "train_minutes": clock.minutes}
+        if clock.validation_due(epoch, last=epoch + 1 == t_cfg.epochs):
             final_metrics = evaluate_joint(model, val_ds, progress=show).compute()
             entry.update(flat_metrics(final_metrics))
             if entry["val_mIoU"] > best["mIoU"]:

@@ -4,7 +4,10 @@ Per epoch: shuffle with a generator seeded by (seed, epoch) and re-seed the augm
 RNGs from the same pair, so an interrupted run resumed from `last.pt` continues exactly as if it had
 never stopped. Validation every `val_interval` epochs; the best model (by val mIoU) is kept as
 `best.safetensors`; `last.pt` holds everything needed to resume. All files are written atomically.
+`train.max_minutes` stops the run once that much training time (validation excluded, `TrainingClock`) has
+accumulated, with a final validation; each metrics.jsonl entry records it as `train_minutes`.
 Outputs in `train.out_dir`: config.yaml, last.pt, best.safetensors, metrics.jsonl, curves.png.
+Joint models train in `engine/joint.py`, instance models in `engine/instance.py` (`train` dispatches).
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..config import Config, dump_config
-from ..errors import SeglabError
+from ..errors import ConfigError, SeglabError
 from ..hub import create_model, save_model
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .evaluate import evaluate
@@ -39,6 +42,7 @@ class TrainResult:
     best_epoch: int
     history: list[dict] = field(default_factory=list)
     final_metrics: dict | None = None
+    best_mask_AP: float | None = None  # instance models: picked by val mask AP (best_mIoU is then NaN)
 
 
 def show_progress(progress: bool | None) -> bool:
@@ -48,9 +52,15 @@ def show_progress(progress: bool | None) -> bool:
 def build_datasets(cfg: Config, *, train: bool = True):
     """The train (with augmentation) and val (original size) data sets named by the config."""
     from ..data import build_dataset
+    from ..data.datasets import INSTANCE_DATASETS
     from ..data.transforms import EvalTransform, TrainTransform
+    from ..registry import model_task
 
     d = cfg.data
+    if d.name in INSTANCE_DATASETS:
+        raise ConfigError(f"data.name {d.name!r} is an instance data set but model {cfg.model.name!r} is a "
+                          f"{model_task(cfg.model.name)} model; pick an instance model (seglab models --task "
+                          f"instance) or a {model_task(cfg.model.name)} data set")
     val = build_dataset(d.name, root=d.root, split=d.val_split,
                         transform=EvalTransform(mean=d.mean, std=d.std), **d.kwargs)
     if not train:
@@ -112,6 +122,10 @@ def train(cfg: Config, *, resume: bool = False, progress: bool | None = None,
         from .joint import train_joint
 
         return train_joint(cfg, resume=resume, progress=progress, log=log)
+    if model_task(cfg.model.name) == "instance":  # a loss dict from the model, mask AP (engine/instance.py)
+        from .instance import train_instances
+
+        return train_instances(cfg, resume=resume, progress=progress, log=log)
     from ..losses import SegmentationLoss
     from ..viz import plot_training_curves
 
@@ -142,7 +156,10 @@ def train(cfg: Config, *, resume: bool = False, progress: bool | None = None,
             "extra": {"mean": list(d_cfg.mean), "std": list(d_cfg.std)}}
     show = show_progress(progress)
     final_metrics = None
+    clock = TrainingClock(t_cfg, history, val_key="val_mIoU")
     for epoch in range(start_epoch, t_cfg.epochs):
+        if clock.out_of_time(log):
+            break
         gen = _seed_epoch(train_ds, t_cfg.seed, epoch)
         loader = DataLoader(train_ds, batch_size=d_cfg.batch_size, shuffle=True, drop_last=True,
                             generator=gen, num_workers=d_cfg.num_workers, worker_init_fn=_worker_init)
@@ -150,6 +167,7 @@ def train(cfg: Config, *, resume: bool = False, progress: bool | None = None,
         t0, loss_sum, n = time.perf_counter(), 0.0, 0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{t_cfg.epochs}", disable=not show, leave=False,
                    dynamic_ncols=True)
+        clock.start()
         for batch in bar:
             images, masks = batch["image"], batch["labels"] if "labels" in batch else batch["mask"]
             if t_cfg.channels_last:
@@ -159,9 +177,11 @@ def train(cfg: Config, *, resume: bool = False, progress: bool | None = None,
             loss_sum += losses["loss"].item()
             n += 1
             bar.set_postfix(loss=f"{loss_sum / n:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+            if clock.tick():  # train.max_minutes reached: this epoch ends here, validated
+                break
         entry = {"epoch": epoch + 1, "train_loss": loss_sum / max(n, 1), "lr": scheduler.get_last_lr()[0],
-                 "epoch_time_s": round(time.perf_counter() - t0, 3)}
-        if (epoch + 1) % t_cfg.val_interval == 0 or epoch + 1 == t_cfg.epochs:
+                 "epoch_time_s": round(time.perf_counter() - t0, 3), "train_minutes": clock.minutes}
+        if clock.validation_due(epoch, last=epoch + 1 == t_cfg.epochs):
             metrics = evaluate(model, val_ds, num_classes=num_classes, progress=show,
                                predictor=validation_predictor(cfg, model))
             final_metrics = metrics.compute()
@@ -181,6 +201,53 @@ def train(cfg: Config, *, resume: bool = False, progress: bool | None = None,
     return TrainResult(out_dir=out, best_path=best_path if best_path.exists() else None, last_path=last_path,
                        best_mIoU=best["mIoU"], best_epoch=best["epoch"], history=history,
                        final_metrics=final_metrics)
+
+
+class TrainingClock:
+    """Training time accumulated over steps (data loading included, validation excluded) for
+    `train.max_minutes` and `train.val_every_minutes`; continues from the history on resume."""
+
+    def __init__(self, t_cfg, history: list[dict], *, val_key: str):
+        self.max_minutes, self.val_every = t_cfg.max_minutes, t_cfg.val_every_minutes
+        self.val_interval = t_cfg.val_interval
+        self.seconds = 60.0 * history[-1].get("train_minutes", 0.0) if history else 0.0
+        self.last_val_minutes = max((h.get("train_minutes", 0.0) for h in history if val_key in h), default=0.0)
+        self._mark = time.perf_counter()
+
+    @property
+    def minutes(self) -> float:
+        return round(self.seconds / 60.0, 5)
+
+    @property
+    def spent(self) -> bool:
+        return self.max_minutes is not None and self.seconds >= 60.0 * self.max_minutes
+
+    def start(self) -> None:
+        self._mark = time.perf_counter()
+
+    def tick(self) -> bool:
+        """Add the time since the last mark; True when the budget is spent."""
+        now = time.perf_counter()
+        self.seconds, self._mark = self.seconds + now - self._mark, now
+        return self.spent
+
+    def out_of_time(self, log: Callable[[str], None]) -> bool:
+        """True (and says so) when the budget is spent: checked before an epoch starts."""
+        if self.spent:
+            log(f"stopped after {self.seconds / 60:.2f} training minutes (train.max_minutes {self.max_minutes})")
+        return self.spent
+
+    def validation_due(self, epoch: int, *, last: bool) -> bool:
+        """At the last epoch, when stopping for time, and every val_interval epochs (or, with
+        val_every_minutes, at the first epoch end past each multiple of it); records the validation."""
+        if self.val_every is not None:
+            due = int(self.minutes // self.val_every) > int(self.last_val_minutes // self.val_every)
+        else:
+            due = (epoch + 1) % self.val_interval == 0
+        if due or last or self.spent:
+            self.last_val_minutes = self.minutes
+            return True
+        return False
 
 
 def optimization_state(cfg: Config, model: torch.nn.Module, iters_per_epoch: int, resume_from: Path | None,
@@ -206,11 +273,12 @@ def optimization_state(cfg: Config, model: torch.nn.Module, iters_per_epoch: int
 
 
 def train_step(model, images, targets, criterion, optimizer, scheduler, t_cfg, epoch: int, *,
-               convert_outputs) -> dict[str, torch.Tensor]:
+               convert_outputs, forward: Callable | None = None) -> dict[str, torch.Tensor]:
     """One optimisation step (bf16 autocast forward as configured, loss in float32, finite check,
-    backward, optional gradient clipping, optimizer and schedule step); returns the criterion's dict."""
+    backward, optional gradient clipping, optimizer and schedule step); returns the criterion's dict.
+    `forward(model, images, targets)` replaces `model(images)` (instance models compute their losses)."""
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=t_cfg.bf16):
-        outputs = model(images)
+        outputs = model(images) if forward is None else forward(model, images, targets)
     losses = criterion(convert_outputs(outputs), targets)
     loss = losses["loss"]
     if not torch.isfinite(loss):

@@ -65,17 +65,19 @@ def plot_confusion_matrix(confusion, class_names: Sequence[str], path: str | os.
     _save_png(fig, path, dpi)
 
 
-def plot_training_curves(history: Sequence[dict], path: str | os.PathLike, *, dpi: int = 100) -> None:
-    """Train loss (left axis) and val mIoU in % (right axis, best epoch marked) per epoch; the
-    learning rate, when logged, in a second panel below."""
+def plot_training_curves(history: Sequence[dict], path: str | os.PathLike, *, dpi: int = 100,
+                         metric: str = "val_mIoU") -> None:
+    """Train loss (left axis) and the val `metric` in % (right axis, best epoch marked; e.g. "val_mIoU",
+    "val_mask_AP") per epoch; the learning rate, when logged, in a second panel below."""
     if not history:
         raise ValueError("history is empty: nothing to plot")
     for i, row in enumerate(history):
         if "epoch" not in row or "train_loss" not in row:
             raise ValueError(f"history[{i}] needs 'epoch' and 'train_loss', got keys {sorted(row)}")
     epochs = [row["epoch"] for row in history]
-    val = [(row["epoch"], 100.0 * row["val_mIoU"]) for row in history
-           if row.get("val_mIoU") is not None and not math.isnan(row["val_mIoU"])]
+    val = [(row["epoch"], 100.0 * row[metric]) for row in history
+           if row.get(metric) is not None and not math.isnan(row[metric])]
+    name = metric.removeprefix("val_").replace("_", " ")
     lrs = [(row["epoch"], row["lr"]) for row in history if row.get("lr") is not None]
 
     fig = _new_figure((7.0, 6.0 if lrs else 4.5))
@@ -89,12 +91,12 @@ def plot_training_curves(history: Sequence[dict], path: str | os.PathLike, *, dp
     if val:
         ax2 = ax.twinx()
         x, y = zip(*val)
-        handles += ax2.plot(x, y, color="tab:orange", marker=".", label="val mIoU (%)")
+        handles += ax2.plot(x, y, color="tab:orange", marker=".", label=f"val {name} (%)")
         best = int(np.argmax(y))
         handles += ax2.plot([x[best]], [y[best]], linestyle="none", marker="*", markersize=14,
                             color="tab:red", label=f"best {y[best]:.2f}% @ epoch {x[best]}")
         ax2.axvline(x[best], color="tab:red", linestyle="--", alpha=0.4)
-        ax2.set_ylabel("val mIoU (%)", color="tab:orange")
+        ax2.set_ylabel(f"val {name} (%)", color="tab:orange")
     # Above the axes, on the topmost axes: the curves never hide it and it never hides them.
     (ax2 if val else ax).legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 1.0),
                                 ncol=len(handles), fontsize="small", frameon=False)
