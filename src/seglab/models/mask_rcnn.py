@@ -48,7 +48,6 @@ import inspect
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..backbones import create_backbone
@@ -56,30 +55,12 @@ from ..errors import SeglabError
 from ..heads.instance.roi_heads import RoIHeads, drop_crowd
 from ..heads.instance.rpn import RegionProposalNetwork
 from ..layers import paste_masks_in_image
+from ..layers.image_batch import batch_images
 from ..necks.fpn import FeaturePyramidNetwork
 from ..registry import register_model
 from ..structures import InstanceResult
 
 __all__ = ["MaskRCNN", "batch_images"]
-
-
-def batch_images(images, size_divisible: int = 32) -> tuple[torch.Tensor, list[tuple[int, int]]]:
-    """A (N, C, H, W) batch zero-padded (bottom/right) to sides divisible by `size_divisible`, and
-    each image's own (h, w)."""
-    if isinstance(images, torch.Tensor):
-        if images.dim() != 4:
-            raise SeglabError(f"images must be (N, C, H, W) or a list of (C, H, W), got shape {tuple(images.shape)}")
-        sizes = [tuple(images.shape[-2:])] * images.shape[0]
-        images = list(images)
-    else:
-        images = list(images)
-        if not images or any(not isinstance(im, torch.Tensor) or im.dim() != 3 for im in images):
-            raise SeglabError("images must be (N, C, H, W) or a non-empty list of (C, H, W) Tensors")
-        sizes = [tuple(im.shape[-2:]) for im in images]
-    height = -(-max(s[0] for s in sizes) // size_divisible) * size_divisible
-    width = -(-max(s[1] for s in sizes) // size_divisible) * size_divisible
-    batch = torch.stack([F.pad(im, (0, width - im.shape[-1], 0, height - im.shape[-2])) for im in images])
-    return batch, [(int(h), int(w)) for h, w in sizes]
 
 
 def check_instance_targets(targets: Sequence[dict], sizes: Sequence[tuple[int, int]], device) -> list[dict]:

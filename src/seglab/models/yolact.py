@@ -62,7 +62,6 @@ copies: 36,740,923), the remaining ~0.09M (e.g. the 19,248 x 4 anchor constant) 
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -74,6 +73,7 @@ from ..errors import ConfigError, SeglabError
 from ..heads.instance.sampling import Matcher
 from ..heads.instance.yolact import PredictionHead, ProtoNet
 from ..layers import BoxCoder, box_iou, clip_boxes_to_image, fast_nms
+from ..layers.image_batch import batch_images
 from ..necks.fpn import FeaturePyramidNetwork
 from ..registry import register_model
 from ..structures import InstanceResult
@@ -139,23 +139,6 @@ def force_best_anchors(iou: torch.Tensor, matches: torch.Tensor) -> torch.Tensor
     return matches
 
 
-def _pad_batch(images) -> tuple[torch.Tensor, list[tuple[int, int]]]:
-    """Zero-pad (bottom/right) to a common size divisible by 32; returns the batch and the own sizes."""
-    if isinstance(images, torch.Tensor):
-        if images.dim() != 4:
-            raise SeglabError(f"images must be (N, C, H, W) or a list of (C, H, W), got {tuple(images.shape)}")
-        images = list(images)
-    if not images or any(not isinstance(im, torch.Tensor) or im.dim() != 3 for im in images):
-        raise SeglabError("images must be a non-empty list of (C, H, W) Tensors")
-    sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
-    height = math.ceil(max(h for h, _ in sizes) / SIZE_DIVISOR) * SIZE_DIVISOR
-    width = math.ceil(max(w for _, w in sizes) / SIZE_DIVISOR) * SIZE_DIVISOR
-    batch = images[0].new_zeros(len(images), images[0].shape[0], height, width)
-    for b, im in zip(batch, images):
-        b[:, :im.shape[-2], :im.shape[-1]].copy_(im)
-    return batch, sizes
-
-
 class Yolact(nn.Module):
     """ResNet-FPN (P3..P7) -> ProtoNet on P3 and a shared prediction head; see the module docstring."""
 
@@ -189,7 +172,7 @@ class Yolact(nn.Module):
         self.matcher = Matcher(0.5, 0.4)
 
     def forward(self, images, targets: Sequence[dict] | None = None):
-        batch, sizes = _pad_batch(images)
+        batch, sizes = batch_images(images, SIZE_DIVISOR)
         raw = self.forward_raw(batch, semantic=targets is not None)
         if targets is not None:
             return self.losses(raw, targets, sizes)

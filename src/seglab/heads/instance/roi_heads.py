@@ -90,9 +90,9 @@ def _bin_weights(start: torch.Tensor, end: torch.Tensor, size: int, pixels: int)
 
 
 def project_masks_on_boxes(gt_masks: torch.Tensor, boxes: torch.Tensor, matched_idxs: torch.Tensor,
-                           size: int) -> torch.Tensor:
+                           size: int, threshold: float = 0.5) -> torch.Tensor:
     """Binary (K, size, size) targets: gt mask `matched_idxs[k]` RoIAligned onto box k (aligned=True,
-    adaptive sampling), >= 0.5. RoIAlign is separable, so each target is Wy @ mask @ Wx^T, computed
+    adaptive sampling), >= `threshold`. RoIAlign is separable, so each target is Wy @ mask @ Wx^T, computed
     per ground-truth mask for all its RoIs (no (K, H, W) copy of the masks)."""
     boxes = boxes.float()
     with torch.autocast(boxes.device.type, enabled=False):  # float32 weights and products under bf16 training
@@ -103,7 +103,7 @@ def project_masks_on_boxes(gt_masks: torch.Tensor, boxes: torch.Tensor, matched_
             k = torch.where(matched_idxs == g)[0]
             projected = (rows[k].flatten(0, 1) @ gt_masks[g].float()).view(len(k), size, -1)
             out[k] = torch.bmm(projected, cols[k].transpose(1, 2))
-    return (out >= 0.5).float()
+    return (out >= threshold).float()
 
 
 class TwoMLPHead(nn.Module):
