@@ -22,6 +22,7 @@ import argparse
 import json
 import math
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -37,8 +38,9 @@ def _round(v: float | None, digits: int = 4) -> float | None:
     return None if v is None or math.isnan(v) else round(v, digits)
 
 
-def plot_curve(points: list[dict], path: Path, title: str) -> None:
-    """Mask AP50 and mask AP (%) against training minutes, with the 80% AP50 target."""
+def plot_curve(points: list[dict], path: Path, title: str, series: Sequence[tuple[str, str, str]],
+               target_key: str, target: float) -> None:
+    """The `series` ((key, style, label), values in [0, 1]) in % against training minutes, with the target."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -46,10 +48,9 @@ def plot_curve(points: list[dict], path: Path, title: str) -> None:
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     x = [p["train_minutes"] for p in points]
-    for key, style in (("mask_AP50", "o-"), ("mask_AP", ".--")):
-        ax.plot(x, [100 * (p[key] if p[key] is not None else math.nan) for p in points], style,
-                label=key.replace("_", " "))
-    ax.axhline(100 * TARGET_AP50, color="tab:red", linestyle=":", label=f"target AP50 {100 * TARGET_AP50:.0f}")
+    for key, style, label in series:
+        ax.plot(x, [100 * (p[key] if p[key] is not None else math.nan) for p in points], style, label=label)
+    ax.axhline(100 * target, color="tab:red", linestyle=":", label=f"target {target_key} {100 * target:.0f}")
     ax.set_xlabel("training minutes (validation excluded)")
     ax.set_ylabel("val (%)")
     ax.set_ylim(0, 100)
@@ -62,18 +63,27 @@ def plot_curve(points: list[dict], path: Path, title: str) -> None:
     fig.savefig(path, dpi=100)
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(minutes: float, val_every: float) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=sys.modules["__main__"].__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config")
     p.add_argument("overrides", nargs="*", metavar="key=value")
-    p.add_argument("--minutes", type=float, default=15.0, help="training-time budget (default 15)")
-    p.add_argument("--val-every-minutes", type=float, default=1.5, help="validation interval in training minutes")
+    p.add_argument("--minutes", type=float, default=minutes, help=f"training-time budget (default {minutes:g})")
+    p.add_argument("--val-every-minutes", type=float, default=val_every, help="validation interval in training minutes")
     p.add_argument("--out", default=None, help="output folder (default: runs/bench_<model>)")
     p.add_argument("--data-root", default=None, help="synthetic data folder (default: the config's data.root)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
-    args = p.parse_args()
-    torch.set_num_threads(args.threads)
+    return p.parse_args()
 
+
+def run_benchmark(args: argparse.Namespace, train: Callable, *, point_keys: Sequence[str], target_key: str,
+                  target: float, summary_keys: Sequence[str], series: Sequence[tuple[str, str, str]],
+                  curve_name: str) -> None:
+    """Train with `train(cfg, progress, log, on_epoch)` under the time budget; print a JSON line per
+    validation ({"model", "train_minutes", "iteration", *point_keys, "loss"}) and the summary line
+    ({"model", "minutes_to_<target_key>_<target>", "best_<target_key>", the best point's summary_keys,
+    "machine"}); write the curve."""
+    torch.set_num_threads(args.threads)
     name = load_config(args.config, args.overrides).model.name
     overrides = [*args.overrides, f"train.max_minutes={args.minutes}",
                  f"train.val_every_minutes={args.val_every_minutes}",
@@ -82,7 +92,7 @@ def main() -> None:
         overrides.append(f"data.root={args.data_root}")
     cfg = load_config(args.config, overrides)
     root = Path(cfg.data.root)
-    if cfg.data.name == "synthetic_instances" and not (root / "meta.json").is_file():
+    if cfg.data.name.startswith("synthetic") and not (root / "meta.json").is_file():
         from seglab.data import generate_synthetic
 
         print(f"generating the synthetic data set in {root}", file=sys.stderr)
@@ -91,25 +101,33 @@ def main() -> None:
     points: list[dict] = []
 
     def record(entry: dict) -> None:
-        if "val_mask_AP50" not in entry:
+        if f"val_{target_key}" not in entry:
             return
         point = {"model": name, "train_minutes": round(entry["train_minutes"], 3), "iteration": entry["iteration"],
-                 "mask_AP50": _round(entry["val_mask_AP50"]), "mask_AP": _round(entry["val_mask_AP"]),
-                 "box_AP50": _round(entry["val_box_AP50"]), "loss": _round(entry["train_loss"])}
+                 **{k: _round(entry[f"val_{k}"]) for k in point_keys}, "loss": _round(entry["train_loss"])}
         points.append(point)
         print(json.dumps(point), flush=True)
 
-    result = train_instances(cfg, progress=False, log=lambda m: print(m, file=sys.stderr, flush=True),
-                             on_epoch=record)
-    reached = [p["train_minutes"] for p in points if p["mask_AP50"] is not None and p["mask_AP50"] >= TARGET_AP50]
-    ap50 = [p["mask_AP50"] for p in points if p["mask_AP50"] is not None]
+    result = train(cfg, progress=False, log=lambda m: print(m, file=sys.stderr, flush=True), on_epoch=record)
+    scored = [p for p in points if p[target_key] is not None]
+    reached = [p["train_minutes"] for p in scored if p[target_key] >= target]
+    best = max(scored, key=lambda p: p[target_key]) if scored else None
     machine = {"cpu": cpu_name(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__}
-    print(json.dumps({"model": name, f"minutes_to_mask_AP50_{TARGET_AP50}": reached[0] if reached else None,
-                      "best_mask_AP50": max(ap50) if ap50 else None, "machine": machine}), flush=True)
+    print(json.dumps({"model": name, f"minutes_to_{target_key}_{target}": reached[0] if reached else None,
+                      f"best_{target_key}": best and best[target_key],
+                      **{k: best and best[k] for k in summary_keys}, "machine": machine}), flush=True)
     if points:
-        curve = result.out_dir / "instance_curve.png"
-        plot_curve(points, curve, f"{name} on {cfg.data.name}: {machine['cpu']}, torch threads {machine['torch_threads']}")
+        curve = result.out_dir / curve_name
+        plot_curve(points, curve, f"{name} on {cfg.data.name}: {machine['cpu']}, torch threads {machine['torch_threads']}",
+                   series, target_key, target)
         print(f"curve: {curve}", file=sys.stderr)
+
+
+def main() -> None:
+    run_benchmark(parse_args(15.0, 1.5), train_instances, point_keys=("mask_AP50", "mask_AP", "box_AP50"),
+                  target_key="mask_AP50", target=TARGET_AP50, summary_keys=(),
+                  series=(("mask_AP50", "o-", "mask AP50"), ("mask_AP", ".--", "mask AP")),
+                  curve_name="instance_curve.png")
 
 
 if __name__ == "__main__":

@@ -84,12 +84,15 @@ def cmd_models(args) -> int:
     print(f"parameters (millions) at {args.num_classes} classes, default settings; 'eval' leaves out "
           f"auxiliary heads used only in training")
     print(f"{'model':<27} {'task':<10} {'eval':>8} {'total':>8}")
+    num_things = args.num_things if args.num_things is not None else args.num_classes - 1
+    if any(model_task(n) == "panoptic" for n in names):
+        print(f"panoptic models: the last {num_things} of the {args.num_classes} classes are things")
     for n in names:
-        kwargs = {"aux_loss": True} if args.aux else {}
+        extra = {"num_things": num_things} if model_task(n) == "panoptic" else {}
         try:
-            model = create_model(n, num_classes=args.num_classes, **kwargs)
+            model = create_model(n, num_classes=args.num_classes, **extra, **({"aux_loss": True} if args.aux else {}))
         except SeglabError:  # a model without an auxiliary head
-            model = create_model(n, num_classes=args.num_classes)
+            model = create_model(n, num_classes=args.num_classes, **extra)
         total, used = count_parameters(model, in_channels=getattr(model, "in_channels", 3))
         print(f"{n:<27} {model_task(n):<10} {used / 1e6:>8.2f} {total / 1e6:>8.2f}")
     return 0
@@ -101,7 +104,9 @@ def cmd_train(args) -> int:
 
     cfg = load_config(args.config, args.overrides)
     result = train(cfg, resume=args.resume, log=_log)
-    if result.best_mask_AP is not None:  # an instance model
+    if result.best_PQ is not None:  # a panoptic model
+        _log(f"best val PQ {100 * result.best_PQ:.2f} at epoch {result.best_epoch}")
+    elif result.best_mask_AP is not None:  # an instance model
         _log(f"best val mask AP {100 * result.best_mask_AP:.2f} at epoch {result.best_epoch}")
     else:
         _log(f"best val mIoU {100 * result.best_mIoU:.2f} at epoch {result.best_epoch}")
@@ -115,6 +120,7 @@ def _model_and_val_set(cfg, checkpoint: str):
     last.pt or a torchvision file); an instance data set for an instance model."""
     from .engine.checkpoint import load_checkpoint
     from .engine.instance import build_instance_datasets
+    from .engine.panoptic import build_panoptic_datasets, build_panoptic_model
     from .engine.trainer import build_datasets, build_model_for
     from .hub import load_model, load_weights, read_model_metadata, resolve_model_file
     from .registry import model_task
@@ -126,7 +132,8 @@ def _model_and_val_set(cfg, checkpoint: str):
         except SeglabError:
             raise SeglabError(f"checkpoint not found: {ckpt}") from None
     task = model_task(cfg.model.name)
-    _, val_ds = (build_instance_datasets if task == "instance" else build_datasets)(cfg, train=False)
+    builders = {"instance": build_instance_datasets, "panoptic": build_panoptic_datasets}
+    _, val_ds = builders.get(task, build_datasets)(cfg, train=False)
     if ckpt.suffix == ".safetensors" and _has_seglab_metadata(ckpt):
         # A seglab model file describes its own architecture (possibly packed without aux heads).
         meta = read_model_metadata(ckpt)
@@ -139,7 +146,9 @@ def _model_and_val_set(cfg, checkpoint: str):
         return load_model(ckpt), val_ds
     # The checkpoint replaces whatever initial weights the config names.
     no_init = cfg.model.model_copy(update={"weights": None, "backbone_weights": None})
-    model = build_model_for(cfg.model_copy(update={"model": no_init}), val_ds.num_classes)
+    no_init_cfg = cfg.model_copy(update={"model": no_init})
+    model = build_panoptic_model(no_init_cfg, val_ds) if task == "panoptic" else \
+        build_model_for(no_init_cfg, val_ds.num_classes)
     if ckpt.suffix == ".pt":  # a training state (last.pt)
         model.load_state_dict(load_checkpoint(ckpt)["model"])
     else:
@@ -211,6 +220,8 @@ def cmd_eval(args) -> int:
     from .engine.trainer import show_progress
 
     cfg = load_config(args.config, args.overrides)
+    if _task(cfg.model.name) == "panoptic":
+        return _eval_panoptic(args, cfg)
     if _is_instance_model(cfg.model.name):
         return _eval_instances(args, cfg)
     model, val_ds = _model_and_val_set(cfg, args.checkpoint)
@@ -240,23 +251,45 @@ def _eval_instances(args, cfg) -> int:
     return 0
 
 
-def _is_instance_model(name: str) -> bool:
+def _eval_panoptic(args, cfg) -> int:
+    """`seglab eval` of a panoptic model: PQ / SQ / RQ over the val split, predictions written in the COCO
+    panoptic format (engine/panoptic)."""
+    from .engine.panoptic import PREDICTIONS, evaluate_panoptic_and_report, summary_line
+    from .engine.trainer import show_progress
+
+    _refuse_semantic_options(args, cfg.model.name)
+    model, val_ds = _model_and_val_set(cfg, args.checkpoint)
+    out = Path(args.out) if args.out else Path(args.checkpoint).parent / "eval"
+    t0 = time.perf_counter()
+    results = evaluate_panoptic_and_report(model, val_ds, out, progress=show_progress(None), bf16=args.bf16,
+                                           log=_log)
+    _log(f"evaluated {len(val_ds)} images in {time.perf_counter() - t0:.1f}s: {summary_line(results)}")
+    _log(f"wrote {out}/eval_metrics.json and the COCO panoptic predictions {out}/{PREDICTIONS}.json "
+         f"(PNGs in {out}/{PREDICTIONS}/)")
+    return 0
+
+
+def _task(name: str) -> str:
     from .registry import model_task
 
-    return model_task(name) == "instance"
+    return model_task(name)
+
+
+def _is_instance_model(name: str) -> bool:
+    return _task(name) == "instance"
 
 
 def _refuse_instance_model(name: str, what: str) -> None:
-    if _is_instance_model(name):
-        raise SeglabError(f"{what}: not available for instance model {name!r}")
+    if _task(name) in ("instance", "panoptic"):
+        raise SeglabError(f"{what}: not available for {_task(name)} model {name!r}")
 
 
 def _refuse_semantic_options(args, name: str) -> None:
     given = [flag for flag, value in (("--slide", args.slide), ("--tta", args.tta),
                                       ("--crf", getattr(args, "crf", None))) if value is not None]
     if given:
-        raise SeglabError(f"{', '.join(given)}: semantic prediction options, not supported for instance model "
-                          f"{name!r}")
+        raise SeglabError(f"{', '.join(given)}: semantic prediction options, not supported for {_task(name)} "
+                          f"model {name!r}")
 
 
 def cmd_predict(args) -> int:
@@ -272,6 +305,8 @@ def cmd_predict(args) -> int:
     files = collect_inputs(args.inputs)
     model = load_model(source)
     meta = model.seglab_config
+    if _task(meta["name"]) == "panoptic":
+        return _predict_panoptic(args, model, source, files)
     if _is_instance_model(meta["name"]):
         return _predict_instances(args, model, source, files)
     palette = meta.get("palette") or default_palette(meta["num_classes"])
@@ -305,6 +340,24 @@ def _predict_instances(args, model, source: str, files) -> int:
         score_threshold=args.score_thresh, progress=show_progress(None))
     _log(f"predicted {len(overlays)} image(s): instance overlays (score >= {args.score_thresh:g}) in {out}/, "
          f"COCO results (all detections) in {json_path}")
+    return 0
+
+
+def _predict_panoptic(args, model, source: str, files) -> int:
+    """`seglab predict` with a panoptic model: per image the COCO panoptic PNG and a visualisation (stuff in
+    class colours, each thing its own shade), one COCO panoptic JSON for all (engine/panoptic)."""
+    from .engine.panoptic import model_categories, predict_panoptic_files
+    from .engine.trainer import show_progress
+    from .hub import read_model_metadata, resolve_model_file
+
+    _refuse_semantic_options(args, model.seglab_config["name"])
+    categories, class_to_category = model_categories(read_model_metadata(resolve_model_file(source)))
+    out = Path(args.out)
+    pictures, json_path = predict_panoptic_files(model, files, out, categories=categories,
+                                                 class_to_category=class_to_category, bf16=args.bf16,
+                                                 progress=show_progress(None))
+    _log(f"predicted {len(pictures)} image(s): panoptic PNGs (*_panoptic.png) and visualisations "
+         f"(*_panoptic_vis.png) in {out}/, COCO panoptic JSON in {json_path}")
     return 0
 
 
@@ -354,7 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_eval)
 
     s = sub.add_parser("predict", help="predict label maps and overlays (instance models: instance overlays "
-                                       "and a COCO JSON) for images or folders")
+                                       "and a COCO JSON; panoptic models: panoptic PNGs, visualisations and a "
+                                       "COCO panoptic JSON) for images or folders")
     s.add_argument("inputs", nargs="+", metavar="INPUT")
     s.add_argument("--checkpoint", help="a seglab .safetensors model file (e.g. best.safetensors)")
     s.add_argument("--model", help="name of a model shipped with seglab")
@@ -391,6 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--params", action="store_true", help="also print parameter counts")
     s.add_argument("--num-classes", type=int, default=21, help="classes for --params (default 21)")
     s.add_argument("--aux", action="store_true", help="with --params: build models with aux_loss=True")
+    s.add_argument("--num-things", type=int, default=None,
+                   help="thing classes of panoptic models for --params (default: all but one of --num-classes)")
     s.set_defaults(func=cmd_models)
     return p
 

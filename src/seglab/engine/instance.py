@@ -15,6 +15,8 @@ schedule and exact resume from last.pt, `train_step` for the bf16 autocast step,
   `iteration` (optimizer steps so far) and `train_minutes`; best.safetensors is kept by val mask AP, with
   the class names, palette, data set category ids and mean / std in its metadata.
 Semantic-only options (class weights, OHEM, image-label supervision, sliding window, TTA, CRF) are refused.
+The loop is `train_with_losses`; a `LossModelTask` names what is task-specific, so panoptic models
+(`engine/panoptic.py`) train in the same loop.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -47,26 +50,36 @@ from .trainer import (
 )
 
 
-def build_instance_datasets(cfg: Config, *, train: bool = True):
-    """(train set with augmentation or None, val set at original size) of the config's instance data set."""
+def build_task_datasets(cfg: Config, datasets: dict, task: str, eval_transform, train_transform,
+                        *, train: bool = True):
+    """(train set with `train_transform` or None, val set with `eval_transform`) of the config's data set,
+    which must be one of `datasets` (the instance or panoptic registry) for a model of `task`."""
     from ..data import build_dataset
-    from ..data.datasets import INSTANCE_DATASETS
-    from ..data.instances import InstanceEvalTransform, InstanceTrainTransform
 
     d = cfg.data
-    if d.name not in INSTANCE_DATASETS:
-        raise ConfigError(f"model {cfg.model.name!r} is an instance model but data.name {d.name!r} is not an "
-                          f"instance data set; expected one of {', '.join(INSTANCE_DATASETS)}")
-    val = build_dataset(d.name, root=d.root, split=d.val_split,
-                        transform=InstanceEvalTransform(mean=d.mean, std=d.std), **d.kwargs)
+    if d.name not in datasets:
+        raise ConfigError(f"model {cfg.model.name!r} is {'an' if task[0] in 'aeiou' else 'a'} {task} model but "
+                          f"data.name {d.name!r} is not {'an' if task[0] in 'aeiou' else 'a'} {task} data set; "
+                          f"expected one of {', '.join(datasets)}")
+    val = build_dataset(d.name, root=d.root, split=d.val_split, transform=eval_transform(mean=d.mean, std=d.std),
+                        **d.kwargs)
     if not train:
         return None, val
-    transform = InstanceTrainTransform(crop_size=d.crop_size, scale_range=d.scale_range, hflip=d.hflip,
-                                       mean=d.mean, std=d.std)
+    transform = train_transform(crop_size=d.crop_size, scale_range=d.scale_range, hflip=d.hflip,
+                                mean=d.mean, std=d.std)
     return build_dataset(d.name, root=d.root, split=d.train_split, transform=transform, **d.kwargs), val
 
 
-def _check_config(cfg: Config) -> None:
+def build_instance_datasets(cfg: Config, *, train: bool = True):
+    """(train set with augmentation or None, val set at original size) of the config's instance data set."""
+    from ..data.datasets import INSTANCE_DATASETS
+    from ..data.instances import InstanceEvalTransform, InstanceTrainTransform
+
+    return build_task_datasets(cfg, INSTANCE_DATASETS, "instance", InstanceEvalTransform, InstanceTrainTransform,
+                               train=train)
+
+
+def _check_config(cfg: Config, task: str = "instance") -> None:
     t, ev = cfg.train, cfg.eval
     unsupported = [key for key, on in (("train.class_weights", t.class_weights != "none"),
                                        ("train.ohem", t.ohem is not None),
@@ -74,7 +87,7 @@ def _check_config(cfg: Config) -> None:
                                        ("eval.slide", ev.slide is not None), ("eval.tta", ev.tta is not None),
                                        ("eval.crf", ev.crf is not None)) if on]
     if unsupported:
-        raise ConfigError(f"{', '.join(unsupported)}: not supported for instance models (model {cfg.model.name!r})")
+        raise ConfigError(f"{', '.join(unsupported)}: not supported for {task} models (model {cfg.model.name!r})")
 
 
 def sum_losses(losses, targets=None) -> dict[str, torch.Tensor]:
@@ -100,20 +113,44 @@ def _batch_images(images: list[torch.Tensor], channels_last: bool):
     return batch.contiguous(memory_format=torch.channels_last) if channels_last else batch
 
 
-def _epoch_line(e: dict, epochs: int) -> str:
+def _epoch_line(e: dict, epochs: int, val_keys: tuple[str, ...] = ("mask_AP", "mask_AP50", "box_AP")) -> str:
     parts = [k for k in e if k.startswith("train_loss_")]
     s = f"epoch {e['epoch']:>3}/{epochs}  loss {e['train_loss']:.4f}"
     if parts:
         s += " (" + ", ".join(f"{k[len('train_loss_'):]} {e[k]:.4f}" for k in parts) + ")"
     s += f"  lr {e['lr']:.2e}  {e['epoch_time_s']:.1f}s"
-    if "val_mask_AP" in e:
-        s += "  val " + "  ".join(f"{k.replace('_', ' ')} {_pct(e[f'val_{k}'])}"
-                                  for k in ("mask_AP", "mask_AP50", "box_AP"))
+    if f"val_{val_keys[0]}" in e:
+        s += "  val " + "  ".join(f"{k.replace('_', ' ')} {_pct(e[f'val_{k}'])}" for k in val_keys)
     return s
 
 
 def _pct(v: float) -> str:
     return "-" if v is None or math.isnan(v) else f"{100 * v:.2f}"
+
+
+@dataclass(frozen=True)
+class LossModelTask:
+    """What differs between the tasks whose models compute their own losses (instance, panoptic)."""
+    name: str  # in messages: "instance"
+    build_datasets: Callable  # (cfg) -> (train set, val set)
+    build_model: Callable  # (cfg, train set) -> model
+    validate: Callable  # (model, val set, progress) -> ({summary key: value}, the evaluator's full results)
+    best_key: str  # the summary value best.safetensors is kept by: "mask_AP"
+    line_keys: tuple[str, ...]  # summary values on the epoch line
+    metadata: Callable  # (train set) -> extra metadata of best.safetensors
+    result_field: str  # the TrainResult field of the best value: "best_mask_AP"
+
+
+def _validate_instances(model, val_ds, progress: bool) -> tuple[dict, dict]:
+    metrics = evaluate_instances(model, val_ds, progress=progress).compute()
+    return {k: metrics[k] for k in SUMMARY}, metrics
+
+
+INSTANCE = LossModelTask(name="instance", build_datasets=build_instance_datasets,
+                         build_model=lambda cfg, ds: build_model_for(cfg, ds.num_classes),
+                         validate=_validate_instances, best_key="mask_AP",
+                         line_keys=("mask_AP", "mask_AP50", "box_AP"),
+                         metadata=lambda ds: {"category_ids": list(ds.category_ids)}, result_field="best_mask_AP")
 
 
 def train_instances(cfg: Config, *, resume: bool = False, progress: bool | None = None,
@@ -122,32 +159,40 @@ def train_instances(cfg: Config, *, resume: bool = False, progress: bool | None 
     """Train an instance model; outputs as `seglab.engine.train` (config.yaml, last.pt, best.safetensors,
     metrics.jsonl, curves.png of the loss and val mask AP). `on_epoch(entry)` sees each metrics.jsonl
     entry once it is written."""
+    return train_with_losses(cfg, INSTANCE, resume=resume, progress=progress, log=log, on_epoch=on_epoch)
+
+
+def train_with_losses(cfg: Config, task: LossModelTask, *, resume: bool = False, progress: bool | None = None,
+                      log: Callable[[str], None] = print,
+                      on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
+    """The training loop of a model that returns its own losses (module docstring); `task` says how to
+    build, validate and record it."""
     from ..viz import plot_training_curves
 
     t_cfg, d_cfg = cfg.train, cfg.data
-    _check_config(cfg)
+    _check_config(cfg, task.name)
     out = Path(t_cfg.out_dir)
     torch.manual_seed(t_cfg.seed)
-    train_ds, val_ds = build_instance_datasets(cfg)
+    train_ds, val_ds = task.build_datasets(cfg)
     if len(train_ds) < d_cfg.batch_size:
         raise SeglabError(f"data.batch_size is {d_cfg.batch_size} but the training split has only "
                           f"{len(train_ds)} images")
-    model = build_model_for(cfg, train_ds.num_classes)
+    model = task.build_model(cfg, train_ds)
     if t_cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     out.mkdir(parents=True, exist_ok=True)
     last_path, best_path = out / "last.pt", out / "best.safetensors"
     optimizer, scheduler, start_epoch, history, best = optimization_state(
         cfg, model, len(train_ds) // d_cfg.batch_size, last_path if resume else None, log)
-    if "mask_AP" not in best:  # a fresh run (optimization_state starts the semantic record)
-        best = {"mask_AP": -1.0, "epoch": -1}
+    key = task.best_key
+    if key not in best:  # a fresh run (optimization_state starts the semantic record)
+        best = {key: -1.0, "epoch": -1}
     write_text_atomic(out / "config.yaml", dump_config(cfg))
     meta = {"classes": list(train_ds.classes), "palette": [list(c) for c in train_ds.palette],
-            "extra": {"mean": list(d_cfg.mean), "std": list(d_cfg.std),
-                      "category_ids": list(train_ds.category_ids)}}
+            "extra": {"mean": list(d_cfg.mean), "std": list(d_cfg.std), **task.metadata(train_ds)}}
     show = show_progress(progress)
     final_metrics = None
-    clock = TrainingClock(t_cfg, history, val_key="val_mask_AP")
+    clock = TrainingClock(t_cfg, history, val_key=f"val_{key}")
     iteration = history[-1].get("iteration", 0) if history else 0
     for epoch in range(start_epoch, t_cfg.epochs):
         if clock.out_of_time(log):
@@ -177,22 +222,21 @@ def train_instances(cfg: Config, *, resume: bool = False, progress: bool | None 
                  "lr": scheduler.get_last_lr()[0], "epoch_time_s": round(time.perf_counter() - t0, 3),
                  "train_minutes": clock.minutes}
         if clock.validation_due(epoch, last=epoch + 1 == t_cfg.epochs):
-            final_metrics = evaluate_instances(model, val_ds, progress=show).compute()
-            entry.update({f"val_{k}": final_metrics[k] for k in SUMMARY})
-            if final_metrics["mask_AP"] > best["mask_AP"]:
-                best = {"mask_AP": final_metrics["mask_AP"], "epoch": epoch + 1}
+            values, final_metrics = task.validate(model, val_ds, show)
+            entry.update({f"val_{k}": v for k, v in values.items()})
+            if values[key] is not None and values[key] > best[key]:
+                best = {key: values[key], "epoch": epoch + 1}
                 save_model(model, best_path, classes=meta["classes"], palette=meta["palette"],
-                           extra={**meta["extra"], "epoch": epoch + 1, "val_mask_AP": final_metrics["mask_AP"],
-                                  "val_mask_AP50": final_metrics["mask_AP50"]})
+                           extra={**meta["extra"], "epoch": epoch + 1, **{f"val_{k}": v for k, v in values.items()}})
         history.append(entry)
         save_checkpoint(last_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                     "scheduler": scheduler.state_dict(), "epoch": epoch, "history": history,
                                     "best": best, "rng": rng_state()})
         write_text_atomic(out / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
-        plot_training_curves(history, out / "curves.png", metric="val_mask_AP")
-        log(_epoch_line(entry, t_cfg.epochs))
+        plot_training_curves(history, out / "curves.png", metric=f"val_{key}")
+        log(_epoch_line(entry, t_cfg.epochs, task.line_keys))
         if on_epoch is not None:
             on_epoch(entry)
     return TrainResult(out_dir=out, best_path=best_path if best_path.exists() else None, last_path=last_path,
                        best_mIoU=math.nan, best_epoch=best["epoch"], history=history,
-                       final_metrics=final_metrics, best_mask_AP=best["mask_AP"])
+                       final_metrics=final_metrics, **{task.result_field: best[key]})

@@ -43,6 +43,7 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     final_metrics: dict | None = None
     best_mask_AP: float | None = None  # instance models: picked by val mask AP (best_mIoU is then NaN)
+    best_PQ: float | None = None  # panoptic models: picked by val PQ (best_mIoU is then NaN)
 
 
 def show_progress(progress: bool | None) -> bool:
@@ -52,15 +53,16 @@ def show_progress(progress: bool | None) -> bool:
 def build_datasets(cfg: Config, *, train: bool = True):
     """The train (with augmentation) and val (original size) data sets named by the config."""
     from ..data import build_dataset
-    from ..data.datasets import INSTANCE_DATASETS
+    from ..data.datasets import INSTANCE_DATASETS, PANOPTIC_DATASETS
     from ..data.transforms import EvalTransform, TrainTransform
     from ..registry import model_task
 
     d = cfg.data
-    if d.name in INSTANCE_DATASETS:
-        raise ConfigError(f"data.name {d.name!r} is an instance data set but model {cfg.model.name!r} is a "
-                          f"{model_task(cfg.model.name)} model; pick an instance model (seglab models --task "
-                          f"instance) or a {model_task(cfg.model.name)} data set")
+    for kind, names in (("instance", INSTANCE_DATASETS), ("panoptic", PANOPTIC_DATASETS)):
+        if d.name in names:
+            raise ConfigError(f"data.name {d.name!r} is an {kind} data set but model {cfg.model.name!r} is a "
+                              f"{model_task(cfg.model.name)} model; pick an {kind} model (seglab models --task "
+                              f"{kind}) or a {model_task(cfg.model.name)} data set")
     val = build_dataset(d.name, root=d.root, split=d.val_split,
                         transform=EvalTransform(mean=d.mean, std=d.std), **d.kwargs)
     if not train:
@@ -126,6 +128,10 @@ def train(cfg: Config, *, resume: bool = False, progress: bool | None = None,
         from .instance import train_instances
 
         return train_instances(cfg, resume=resume, progress=progress, log=log)
+    if model_task(cfg.model.name) == "panoptic":  # the same loop, validated with PQ (engine/panoptic.py)
+        from .panoptic import train_panoptic
+
+        return train_panoptic(cfg, resume=resume, progress=progress, log=log)
     from ..losses import SegmentationLoss
     from ..viz import plot_training_curves
 
