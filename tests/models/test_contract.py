@@ -15,23 +15,17 @@ A newly registered model fails here until its tiny settings are added in tests/m
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
-import yaml
 import torch.nn.functional as F
+from tiny_settings import load_tiny_settings
 
 import seglab
 from seglab import SeglabError
 
 # Tiny-width settings per entrypoint, one YAML file per model family in tests/models/tiny/: enough to
 # exercise every code path in well under a second.
-TINY_KWARGS: dict[str, dict] = {}
-for _f in sorted((Path(__file__).parent / "tiny").glob("*.yaml")):
-    for _name, _kwargs in (yaml.safe_load(_f.read_text()) or {}).items():
-        assert _name not in TINY_KWARGS, f"{_name} has tiny settings in two files"
-        TINY_KWARGS[_name] = _kwargs or {}
+TINY_KWARGS: dict[str, dict] = load_tiny_settings("tiny")
 
 # {entrypoint: {parameter name: why it gets no gradient in a training step}}. Keep this empty unless a
 # parameter is unused in training by design.

@@ -18,18 +18,14 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
+from tiny_settings import load_tiny_settings
 
 import seglab
 from seglab import SeglabError
 from seglab.data.instances import masks_to_boxes
 from seglab.structures import InstanceResult
 
-TINY_KWARGS: dict[str, dict] = {}
-for _f in sorted((Path(__file__).parent / "tiny_instance").glob("*.yaml")):
-    for _name, _kwargs in (yaml.safe_load(_f.read_text()) or {}).items():
-        assert _name not in TINY_KWARGS, f"{_name} has tiny settings in two files"
-        TINY_KWARGS[_name] = _kwargs or {}
+TINY_KWARGS: dict[str, dict] = load_tiny_settings("tiny_instance")
 
 # {entrypoint: {parameter name prefix: why it gets no gradient in a training step}}.
 NO_GRAD_EXCEPTIONS: dict[str, dict[str, str]] = {}

@@ -19,18 +19,14 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
+from tiny_settings import load_tiny_settings
 
 import seglab
 from seglab import SeglabError
 from seglab.data.instances import masks_to_boxes
 from seglab.structures import PanopticResult
 
-TINY_KWARGS: dict[str, dict] = {}
-for _f in sorted((Path(__file__).parent / "tiny_panoptic").glob("*.yaml")):
-    for _name, _kwargs in (yaml.safe_load(_f.read_text()) or {}).items():
-        assert _name not in TINY_KWARGS, f"{_name} has tiny settings in two files"
-        TINY_KWARGS[_name] = _kwargs or {}
+TINY_KWARGS: dict[str, dict] = load_tiny_settings("tiny_panoptic")
 
 NUM_STUFF, NUM_THINGS = 2, 3
 SIZE = (97, 131)
