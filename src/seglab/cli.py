@@ -190,7 +190,7 @@ def cmd_crf_search(args) -> int:
     from .utils.io import write_json_atomic
 
     cfg = load_config(args.config, args.overrides)
-    _refuse_instance_model(cfg.model.name, "crf-search (the CRF refines semantic predictions)")
+    _refuse_non_semantic_model(cfg.model.name, "crf-search (the CRF refines semantic predictions)")
     model, val_ds = _model_and_val_set(cfg, args.checkpoint)
     args.crf = None
     predictor = _predictor_from(args, model, cfg)
@@ -222,7 +222,7 @@ def cmd_eval(args) -> int:
     cfg = load_config(args.config, args.overrides)
     if _task(cfg.model.name) == "panoptic":
         return _eval_panoptic(args, cfg)
-    if _is_instance_model(cfg.model.name):
+    if _task(cfg.model.name) == "instance":
         return _eval_instances(args, cfg)
     model, val_ds = _model_and_val_set(cfg, args.checkpoint)
     ckpt = Path(args.checkpoint)
@@ -275,11 +275,7 @@ def _task(name: str) -> str:
     return model_task(name)
 
 
-def _is_instance_model(name: str) -> bool:
-    return _task(name) == "instance"
-
-
-def _refuse_instance_model(name: str, what: str) -> None:
+def _refuse_non_semantic_model(name: str, what: str) -> None:
     if _task(name) in ("instance", "panoptic"):
         raise SeglabError(f"{what}: not available for {_task(name)} model {name!r}")
 
@@ -307,7 +303,7 @@ def cmd_predict(args) -> int:
     meta = model.seglab_config
     if _task(meta["name"]) == "panoptic":
         return _predict_panoptic(args, model, source, files)
-    if _is_instance_model(meta["name"]):
+    if _task(meta["name"]) == "instance":
         return _predict_instances(args, model, source, files)
     palette = meta.get("palette") or default_palette(meta["num_classes"])
     predictor = _predictor_from(args, model, None)

@@ -25,6 +25,7 @@ from ..structures import InstanceResult, PanopticResult
 __all__ = ["panoptic_fpn_merge"]
 
 
+@torch.no_grad()  # a discrete assignment: nothing to differentiate
 def panoptic_fpn_merge(semantic: torch.Tensor, instances: InstanceResult, *, num_stuff: int,
                        score_thresh: float = 0.5, overlap_thresh: float = 0.5,
                        stuff_area_limit: int = 4096) -> PanopticResult:
