@@ -39,7 +39,12 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import DataError, SeglabError
-from .datasets.folder import IGNORE_INDEX, check_dir, read_list_file
+from .datasets.folder import (
+    IGNORE_INDEX,
+    check_dir,
+    check_synthetic_root,
+    read_list_file,
+)
 from .io import read_image, read_label
 from .palettes import default_palette
 from .synthetic import SYNTHETIC_CLASSES, SYNTHETIC_PALETTE, SYNTHETIC_THING_IDS
@@ -247,7 +252,7 @@ class SyntheticJoint(JointLabelDataset):
     def __init__(self, root: str | os.PathLike, split: str = "train", transform: Callable | None = None):
         if split not in ("train", "val"):
             raise SeglabError(f"SyntheticJoint: unknown split {split!r}, expected train or val")
-        root = check_dir(Path(root), "synthetic data set root")
+        root = check_synthetic_root(root)
         if not (root / "meta.json").is_file():
             raise DataError(f"{root / 'meta.json'}: file not found: not a complete synthetic data set; "
                             f"create one with seglab.data.generate_synthetic({str(root)!r})")

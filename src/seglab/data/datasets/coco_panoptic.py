@@ -48,7 +48,7 @@ from ..panoptic import (
     stuff_then_things,
 )
 from ..transforms import IMAGENET_MEAN, IMAGENET_STD, _mean_std, normalize_image
-from .folder import check_dir
+from .folder import check_dir, check_synthetic_root
 
 collate_panoptic = collate_instances  # (list of images, list of targets)
 
@@ -211,7 +211,7 @@ class SyntheticPanoptic(PanopticDataset):
     def __init__(self, root: str | os.PathLike, split: str = "train", transform: Callable | None = None):
         if split not in ("train", "val"):
             raise SeglabError(f"SyntheticPanoptic: unknown split {split!r}, expected train or val")
-        root = check_dir(Path(root), "synthetic data set root")
+        root = check_synthetic_root(root)
         if not (root / "meta.json").is_file():
             raise DataError(f"{root / 'meta.json'}: file not found: not a complete synthetic data set; "
                             f"create one with seglab.data.generate_synthetic({str(root)!r})")

@@ -13,8 +13,8 @@ missing or corrupt files, wrong channel count, image / label size mismatch, labe
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -86,10 +86,19 @@ def resolve(root: Path, name: str) -> Path:
     return root / p
 
 
-def check_dir(path: Path, what: str) -> Path:
+def check_dir(path: Path, what: str, hint: str = "") -> Path:
+    """`path` if it is a folder, else a one-line DataError naming it (with `hint`: how to make it)."""
     if not path.is_dir():
-        raise DataError(f"{path}: {what} not found" if not path.exists() else f"{path}: {what} is not a folder")
+        problem = "not found" if not path.exists() else "is not a folder"
+        raise DataError(f"{path}: {what} {problem}" + (f"; {hint}" if hint else ""))
     return path
+
+
+def check_synthetic_root(root) -> Path:
+    """The generated synthetic set's folder, or an error that says how to write it."""
+    return check_dir(Path(root), "synthetic data set root",
+                     f"write it with: python -c \"from seglab.data import generate_synthetic; "
+                     f"generate_synthetic('{root}')\"")
 
 
 class SegmentationDataset(Dataset):

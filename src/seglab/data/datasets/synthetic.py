@@ -6,12 +6,11 @@ Stuff and things after Kirillov et al., "Panoptic Segmentation", CVPR 2019; see
 from __future__ import annotations
 
 import os
-from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 from ...errors import DataError, SeglabError
 from ..synthetic import SYNTHETIC_CLASSES, SYNTHETIC_PALETTE, SYNTHETIC_THING_IDS
-from .folder import SegmentationDataset, check_dir, read_list_file
+from .folder import SegmentationDataset, check_synthetic_root, read_list_file
 
 
 class SyntheticSegmentation(SegmentationDataset):
@@ -22,7 +21,7 @@ class SyntheticSegmentation(SegmentationDataset):
     def __init__(self, root: str | os.PathLike, split: str = "train", transform: Callable | None = None):
         if split not in ("train", "val"):
             raise SeglabError(f"SyntheticSegmentation: unknown split {split!r}, expected train or val")
-        root = check_dir(Path(root), "synthetic data set root")
+        root = check_synthetic_root(root)
         if not (root / "meta.json").is_file():
             raise DataError(f"{root / 'meta.json'}: file not found: not a complete synthetic data set; "
                             f"create one with seglab.data.generate_synthetic({str(root)!r})")

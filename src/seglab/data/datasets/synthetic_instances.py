@@ -20,7 +20,7 @@ from ...errors import DataError, SeglabError
 from ..instances import InstanceDataset, Target, empty_target, masks_to_boxes
 from ..io import read_label
 from ..synthetic import SYNTHETIC_CLASSES, SYNTHETIC_PALETTE, SYNTHETIC_THING_IDS
-from .folder import check_dir
+from .folder import check_synthetic_root
 
 
 class SyntheticInstances(InstanceDataset):
@@ -29,7 +29,7 @@ class SyntheticInstances(InstanceDataset):
     def __init__(self, root: str | os.PathLike, split: str = "train", transform: Callable | None = None):
         if split not in ("train", "val"):
             raise SeglabError(f"SyntheticInstances: unknown split {split!r}, expected train or val")
-        self.root, self.split = check_dir(Path(root), "synthetic data set root"), split
+        self.root, self.split = check_synthetic_root(root), split
         if not (self.root / "meta.json").is_file():
             raise DataError(f"{self.root / 'meta.json'}: file not found: not a complete synthetic data set; "
                             f"create one with seglab.data.generate_synthetic({str(self.root)!r})")
