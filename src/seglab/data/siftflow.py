@@ -250,12 +250,7 @@ class SyntheticJoint(JointLabelDataset):
     """The synthetic set in two label spaces: "semantic" (6 classes) and "stuff_thing" (2)."""
 
     def __init__(self, root: str | os.PathLike, split: str = "train", transform: Callable | None = None):
-        if split not in ("train", "val"):
-            raise SeglabError(f"SyntheticJoint: unknown split {split!r}, expected train or val")
-        root = check_synthetic_root(root)
-        if not (root / "meta.json").is_file():
-            raise DataError(f"{root / 'meta.json'}: file not found: not a complete synthetic data set; "
-                            f"create one with seglab.data.generate_synthetic({str(root)!r})")
+        root = check_synthetic_root(root, split, "SyntheticJoint")
         pairs = read_list_file(root / f"{split}.txt", root)
         self.label_paths = [lbl for _, lbl in pairs]
         super().__init__([img for img, _ in pairs],

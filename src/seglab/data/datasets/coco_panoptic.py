@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ...errors import DataError, SeglabError
+from ...errors import DataError
 from ..instances import InstanceTrainTransform, collate_instances, read_rgb
 from ..palettes import default_palette
 from ..panoptic import (
@@ -209,12 +209,7 @@ class SyntheticPanoptic(PanopticDataset):
     stuff grass, water, sand (classes 0-2), things circle, rectangle, triangle (classes 3-5, labels 0-2)."""
 
     def __init__(self, root: str | os.PathLike, split: str = "train", transform: Callable | None = None):
-        if split not in ("train", "val"):
-            raise SeglabError(f"SyntheticPanoptic: unknown split {split!r}, expected train or val")
-        root = check_synthetic_root(root)
-        if not (root / "meta.json").is_file():
-            raise DataError(f"{root / 'meta.json'}: file not found: not a complete synthetic data set; "
-                            f"create one with seglab.data.generate_synthetic({str(root)!r})")
+        root = check_synthetic_root(root, split, "SyntheticPanoptic")
         self.root, self.split = root, split
         super().__init__(root, root / f"panoptic_{split}.json", root, transform)
 

@@ -94,11 +94,17 @@ def check_dir(path: Path, what: str, hint: str = "") -> Path:
     return path
 
 
-def check_synthetic_root(root) -> Path:
-    """The generated synthetic set's folder, or an error that says how to write it."""
-    return check_dir(Path(root), "synthetic data set root",
-                     f"write it with: python -c \"from seglab.data import generate_synthetic; "
-                     f"generate_synthetic('{root}')\"")
+def check_synthetic_root(root, split: str, who: str) -> Path:
+    """The folder of a complete generated synthetic set (its meta.json is written last) for split train or
+    val, or a one-line error that says how to write one."""
+    if split not in ("train", "val"):
+        raise SeglabError(f"{who}: unknown split {split!r}, expected train or val")
+    make = f"python -c \"from seglab.data import generate_synthetic; generate_synthetic('{root}')\""
+    root = check_dir(Path(root), "synthetic data set root", f"write it with: {make}")
+    if not (root / "meta.json").is_file():
+        raise DataError(f"{root / 'meta.json'}: file not found: not a complete synthetic data set; "
+                        f"write it with: {make}")
+    return root
 
 
 class SegmentationDataset(Dataset):

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from ...errors import DataError, SeglabError
 from ..synthetic import SYNTHETIC_CLASSES, SYNTHETIC_PALETTE, SYNTHETIC_THING_IDS
 from .folder import SegmentationDataset, check_synthetic_root, read_list_file
 
@@ -19,12 +18,7 @@ class SyntheticSegmentation(SegmentationDataset):
     thing_ids = SYNTHETIC_THING_IDS
 
     def __init__(self, root: str | os.PathLike, split: str = "train", transform: Callable | None = None):
-        if split not in ("train", "val"):
-            raise SeglabError(f"SyntheticSegmentation: unknown split {split!r}, expected train or val")
-        root = check_synthetic_root(root)
-        if not (root / "meta.json").is_file():
-            raise DataError(f"{root / 'meta.json'}: file not found: not a complete synthetic data set; "
-                            f"create one with seglab.data.generate_synthetic({str(root)!r})")
+        root = check_synthetic_root(root, split, "SyntheticSegmentation")
         super().__init__(read_list_file(root / f"{split}.txt", root), classes=SYNTHETIC_CLASSES,
                          palette=SYNTHETIC_PALETTE, transform=transform, source=root / f"{split}.txt")
         self.root, self.split = root, split

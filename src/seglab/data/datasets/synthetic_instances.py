@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...errors import DataError, SeglabError
+from ...errors import DataError
 from ..instances import InstanceDataset, Target, empty_target, masks_to_boxes
 from ..io import read_label
 from ..synthetic import SYNTHETIC_CLASSES, SYNTHETIC_PALETTE, SYNTHETIC_THING_IDS
@@ -27,12 +27,7 @@ class SyntheticInstances(InstanceDataset):
     """The thing instances of a generated synthetic set, `split` in train / val."""
 
     def __init__(self, root: str | os.PathLike, split: str = "train", transform: Callable | None = None):
-        if split not in ("train", "val"):
-            raise SeglabError(f"SyntheticInstances: unknown split {split!r}, expected train or val")
-        self.root, self.split = check_synthetic_root(root), split
-        if not (self.root / "meta.json").is_file():
-            raise DataError(f"{self.root / 'meta.json'}: file not found: not a complete synthetic data set; "
-                            f"create one with seglab.data.generate_synthetic({str(self.root)!r})")
+        self.root, self.split = check_synthetic_root(root, split, "SyntheticInstances"), split
         index = self.root / f"panoptic_{split}.json"
         try:
             images = json.loads(index.read_text())["images"]
