@@ -238,34 +238,32 @@ def cmd_eval(args) -> int:
 def _eval_instances(args, cfg) -> int:
     """`seglab eval` of an instance model: COCO mask / box AP over the val split (engine/evaluate_instances)."""
     from .engine.evaluate_instances import evaluate_instances_and_report, summary_line
-    from .engine.trainer import show_progress
 
-    _refuse_semantic_options(args, cfg.model.name)
-    model, val_ds = _model_and_val_set(cfg, args.checkpoint)
-    out = Path(args.out) if args.out else Path(args.checkpoint).parent / "eval"
-    t0 = time.perf_counter()
-    results = evaluate_instances_and_report(model, val_ds, out, progress=show_progress(None), bf16=args.bf16,
-                                            log=_log)
-    _log(f"evaluated {len(val_ds)} images in {time.perf_counter() - t0:.1f}s: {summary_line(results)}")
-    _log(f"wrote {out}/eval_metrics.json and the COCO results {out}/instances_results.json")
-    return 0
+    return _eval_detections(args, cfg, evaluate_instances_and_report, summary_line,
+                            lambda out: f"the COCO results {out}/instances_results.json")
 
 
 def _eval_panoptic(args, cfg) -> int:
     """`seglab eval` of a panoptic model: PQ / SQ / RQ over the val split, predictions written in the COCO
     panoptic format (engine/panoptic)."""
     from .engine.panoptic import PREDICTIONS, evaluate_panoptic_and_report, summary_line
+
+    return _eval_detections(args, cfg, evaluate_panoptic_and_report, summary_line,
+                            lambda out: f"the COCO panoptic predictions {out}/{PREDICTIONS}.json "
+                                        f"(PNGs in {out}/{PREDICTIONS}/)")
+
+
+def _eval_detections(args, cfg, evaluate_and_report, summary_line, predictions_written) -> int:
+    """The shared part of instance and panoptic `seglab eval`: load, evaluate, report where the files are."""
     from .engine.trainer import show_progress
 
     _refuse_semantic_options(args, cfg.model.name)
     model, val_ds = _model_and_val_set(cfg, args.checkpoint)
     out = Path(args.out) if args.out else Path(args.checkpoint).parent / "eval"
     t0 = time.perf_counter()
-    results = evaluate_panoptic_and_report(model, val_ds, out, progress=show_progress(None), bf16=args.bf16,
-                                           log=_log)
+    results = evaluate_and_report(model, val_ds, out, progress=show_progress(None), bf16=args.bf16, log=_log)
     _log(f"evaluated {len(val_ds)} images in {time.perf_counter() - t0:.1f}s: {summary_line(results)}")
-    _log(f"wrote {out}/eval_metrics.json and the COCO panoptic predictions {out}/{PREDICTIONS}.json "
-         f"(PNGs in {out}/{PREDICTIONS}/)")
+    _log(f"wrote {out}/eval_metrics.json and {predictions_written(out)}")
     return 0
 
 

@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import DataError, SeglabError
-from ..utils.io import save_image_atomic, write_text_atomic
+from ..utils.io import read_json, save_image_atomic, write_text_atomic
 from .palettes import CITYSCAPES_CLASSES, CITYSCAPES_ID_TO_TRAIN_ID, CITYSCAPES_PALETTE
 
 VOID = 0
@@ -135,12 +135,7 @@ def load_panoptic_json(path: str | os.PathLike) -> dict:
     """A COCO panoptic JSON, checked: `annotations` (image_id, file_name, segments_info records with id
     and category_id) and `categories` (id, isthing); errors name the file and the annotation."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: panoptic JSON not found")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: not valid JSON ({e})") from e
+    data = read_json(path, "panoptic JSON")
     if not isinstance(data, dict) or not isinstance(data.get("annotations"), list) \
             or not isinstance(data.get("categories"), list):
         raise DataError(f"{path}: expected a COCO panoptic JSON with 'annotations' and 'categories'")

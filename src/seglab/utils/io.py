@@ -1,4 +1,4 @@
-"""Atomic file writing: every output goes to a temporary file in the same folder, then `os.replace`.
+"""Atomic file writing (and a checked JSON reader): every output goes to a temporary file in the same folder, then `os.replace`.
 
 A crash or a bad input half-way through never leaves a truncated checkpoint, PNG or JSON behind.
 """
@@ -35,6 +35,19 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def read_json(path: str | os.PathLike, what: str):
+    """The parsed JSON file, or a one-line DataError: "<path>: <what> not found" / "not valid JSON"."""
+    from ..errors import DataError
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: {what} not found")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: not valid JSON ({e})") from e
 
 
 def write_json_atomic(path: str | os.PathLike, obj) -> None:

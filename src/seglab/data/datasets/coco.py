@@ -18,7 +18,6 @@ Layout for `build_dataset("coco_instances", root=..., split="train")` (the 2017 
 """
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import DataError
+from ...utils.io import read_json
 from ..coco_masks import Backend, check_polygons, rle_size, segmentation_to_mask
 from ..instances import InstanceDataset, Target, empty_target
 from .folder import check_dir
@@ -35,12 +35,7 @@ BOX_TOLERANCE = 1.0  # pixels a box may stick out of its image (float rounding i
 
 
 def _load_json(path: Path) -> dict:
-    if not path.is_file():
-        raise DataError(f"{path}: annotation file not found")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: not valid JSON ({e})") from e
+    data = read_json(path, "annotation file")
     if not isinstance(data, dict) or not isinstance(data.get("images"), list) \
             or not isinstance(data.get("categories"), list):
         raise DataError(f"{path}: expected a COCO instances JSON with 'images', 'annotations', 'categories'")
