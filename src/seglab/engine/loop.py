@@ -34,6 +34,7 @@ from tqdm import tqdm
 from ..config import Config, dump_config
 from ..errors import SeglabError
 from ..utils.io import write_text_atomic
+from ..tasks.base import check_batch_size
 from .checkpoint import check_resume, load_checkpoint, save_checkpoint
 from .clock import TrainingClock
 from .evaluation import evaluate_model
@@ -104,8 +105,6 @@ def train(cfg: Config, *, resume: bool = False, progress: bool | None = None, lo
     last_path, best_path = out / "last.pt", out / "best.safetensors"
     torch.manual_seed(t_cfg.seed)
     train_ds, val_ds = task.build_datasets(cfg)
-    from ..tasks.base import check_batch_size
-
     check_batch_size(cfg, train_ds, runtime.world_size)
     model = task.build_model(cfg, train_ds)
     if t_cfg.channels_last:
@@ -129,22 +128,9 @@ def train(cfg: Config, *, resume: bool = False, progress: bool | None = None, lo
     config_dict = cfg.model_dump(mode="json")
     start_epoch, history, best = 0, [], {task.best_key: -math.inf, "epoch": -1}
     if resume:
-        if not last_path.is_file():
-            raise SeglabError(f"--resume: no checkpoint to resume from at {last_path}")
-        state = load_checkpoint(last_path, map_location=runtime.device)
-        check_resume(state, last_path, config=config_dict, world_size=runtime.world_size)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if "scaler" in state:
-            scaler.load_state_dict(state["scaler"])
+        state = _resume(last_path, config_dict, runtime, model, optimizer, scheduler, scaler, log)
         start_epoch, history = state["epoch"] + 1, list(state["history"])
         best = dict(state["best"]) if task.best_key in state["best"] else best
-        log(f"resumed from {last_path} at epoch {start_epoch + 1}/{t_cfg.epochs}")
-        saved_epochs = state.get("config", {}).get("train", {}).get("epochs", t_cfg.epochs)
-        if saved_epochs != t_cfg.epochs:
-            log(f"train.epochs changed from {saved_epochs} to {t_cfg.epochs}: the learning rate now decays over "
-                f"{t_cfg.epochs} epochs")
     net = model
     if runtime.distributed:
         net = nn.parallel.DistributedDataParallel(
@@ -303,6 +289,28 @@ class TrainStep:
         if not bool(finite.item()):
             raise SeglabError(f"loss became {loss.item()} at epoch {epoch + 1}; lower train.lr "
                               f"(now {self.t_cfg.lr}) or enable train.grad_clip")
+
+
+def _resume(last_path: Path, config: dict, runtime: Runtime, model, optimizer, scheduler, scaler,
+            log: Callable[[str], None]) -> dict:
+    """Restore model, optimizer, schedule and gradient scaler from last.pt (after checking that it is the
+    same run: config and process count); returns the checkpoint for its epoch, history and best."""
+    if not last_path.is_file():
+        raise SeglabError(f"--resume: no checkpoint to resume from at {last_path}")
+    state = load_checkpoint(last_path, map_location=runtime.device)
+    check_resume(state, last_path, config=config, world_size=runtime.world_size)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if "scaler" in state:
+        scaler.load_state_dict(state["scaler"])
+    epochs = config["train"]["epochs"]
+    log(f"resumed from {last_path} at epoch {state['epoch'] + 2}/{epochs}")
+    saved_epochs = state.get("config", {}).get("train", {}).get("epochs", epochs)
+    if saved_epochs != epochs:
+        log(f"train.epochs changed from {saved_epochs} to {epochs}: the learning rate now decays over {epochs} "
+            f"epochs")
+    return state
 
 
 def _mean_over_ranks(sums: dict[str, torch.Tensor], steps: int, runtime: Runtime) -> dict[str, float]:
