@@ -263,11 +263,16 @@ def main(argv: list[str] | None = None) -> int:
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        return args.func(args)
-    except SeglabError as e:
+        status = args.func(args)
+        sys.stdout.flush()  # a closed pipe (`| head`) fails here, inside the handler, not at exit
+        return status
+    except (SeglabError, OSError, MemoryError) as e:
         if args.debug:
             raise
-        print(f"seglab: error: {e}", file=sys.stderr)
+        if isinstance(e, BrokenPipeError):  # `seglab models | head -1`: the reader has gone, say nothing
+            _silence_stdout()
+            return 141
+        print(f"seglab: error: {error_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         kept = " (training progress is kept in last.pt up to the last finished epoch)" if args.command == "train" else ""
@@ -275,6 +280,32 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         _leave_process_group()
+
+
+def error_line(e: BaseException) -> str:
+    """One line for an error that reaches the command line: a SeglabError's own message; for an OSError
+    the file and the reason (an unexpected one: everything seglab writes goes through
+    `seglab.utils.io`, which names the file itself); for memory, what ran out."""
+    if isinstance(e, SeglabError):
+        text = str(e)
+    elif isinstance(e, MemoryError):
+        text = f"out of memory ({str(e) or 'an allocation failed'}); use smaller images, batches or models"
+    else:
+        where = " -> ".join(str(f) for f in (e.filename, e.filename2) if f is not None)
+        text = f"{where}: {e.strerror or e}" if where else f"{e.strerror or e}"
+    text = " ".join(text.split()) or type(e).__name__
+    return text if len(text) <= 2000 else text[:2000] + " ..."
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that Python's final flush does not fail on the closed pipe again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def _leave_process_group() -> None:
