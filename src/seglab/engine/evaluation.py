@@ -72,6 +72,7 @@ def load_for_evaluation(cfg: Config, checkpoint: str | Path, *, device: str | to
     from ..hub import load_model, load_weights, read_model_metadata, resolve_model_file
     from ..registry import model_task
     from ..tasks import task_for_model
+    from ..utils.state_dict import check_state_dict
     from .checkpoint import load_checkpoint
 
     task = task_for_model(cfg.model.name)
@@ -81,7 +82,7 @@ def load_for_evaluation(cfg: Config, checkpoint: str | Path, *, device: str | to
     except SeglabError:
         raise SeglabError(f"checkpoint not found: {checkpoint}") from None
     _, val_ds = task.build_datasets(cfg, train=False)
-    meta = _seglab_metadata(ckpt, read_model_metadata)
+    meta = read_model_metadata(ckpt, required=False) if ckpt.suffix == ".safetensors" else None
     if meta is not None:  # a seglab model file describes its own architecture (maybe packed without aux heads)
         if model_task(meta["name"]) != task.name:
             raise SeglabError(f"{ckpt}: holds a {model_task(meta['name'])} model ({meta['name']}) but the config's "
@@ -95,21 +96,14 @@ def load_for_evaluation(cfg: Config, checkpoint: str | Path, *, device: str | to
                                                                               "backbone_weights": None})})
         model = task.build_model(no_init, val_ds)
         if ckpt.suffix == ".pt":  # a training state (last.pt)
-            model.load_state_dict(load_checkpoint(ckpt)["model"])
+            state = load_checkpoint(ckpt)["model"]
+            check_state_dict(state, model.state_dict(), ckpt, f"model {cfg.model.name!r} of the config")
+            model.load_state_dict(state)
         else:
             load_weights(model, ckpt)
         model.seglab_config.update(task.model_metadata(cfg, val_ds))
         model.to(device)
     return model.eval(), val_ds, task
-
-
-def _seglab_metadata(path: Path, read) -> dict | None:
-    if path.suffix != ".safetensors":
-        return None
-    try:
-        return read(path)
-    except SeglabError:
-        return None
 
 
 def evaluate_and_report(model: nn.Module, dataset, out_dir: str | Path, *, task=None, options=None,

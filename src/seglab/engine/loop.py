@@ -34,7 +34,7 @@ from tqdm import tqdm
 from ..config import Config, dump_config
 from ..errors import SeglabError
 from ..utils.io import write_text_atomic
-from .checkpoint import check_resume, load_checkpoint, save_checkpoint
+from .checkpoint import check_resume, load_checkpoint, restore_training_state, save_checkpoint
 from .clock import TrainingClock
 from .evaluation import evaluate_model
 from .runtime import Runtime
@@ -133,13 +133,9 @@ def train(cfg: Config, *, resume: bool = False, progress: bool | None = None, lo
             raise SeglabError(f"--resume: no checkpoint to resume from at {last_path}")
         state = load_checkpoint(last_path, map_location=runtime.device)
         check_resume(state, last_path, config=config_dict, world_size=runtime.world_size)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if "scaler" in state:
-            scaler.load_state_dict(state["scaler"])
-        start_epoch, history = state["epoch"] + 1, list(state["history"])
-        best = dict(state["best"]) if task.best_key in state["best"] else best
+        start_epoch, history, saved_best = restore_training_state(state, last_path, model=model, optimizer=optimizer,
+                                                                  scheduler=scheduler, scaler=scaler)
+        best = saved_best if task.best_key in saved_best else best
         log(f"resumed from {last_path} at epoch {start_epoch + 1}/{t_cfg.epochs}")
         saved_epochs = state.get("config", {}).get("train", {}).get("epochs", t_cfg.epochs)
         if saved_epochs != t_cfg.epochs:
