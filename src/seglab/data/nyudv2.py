@@ -27,12 +27,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from ..errors import DataError, SeglabError
 from .datasets.folder import IGNORE_INDEX, SegmentationDataset, check_dir
 from .hha import NYU_KINECT_INTRINSICS, check_intrinsics, depth_to_hha
-from .io import image_size, read_image, read_label
+from .io import image_size, open_image, read_image, read_label
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform
 
 NYUDV2_CLASSES = [
@@ -73,12 +73,8 @@ def read_depth(path: str | os.PathLike) -> np.ndarray:
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{p}: depth file not found")
-    try:
-        with Image.open(p) as img:
-            img.load()
-            mode, arr = img.mode, np.asarray(img)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise DataError(f"{p}: cannot read depth ({type(e).__name__}: {e})") from e
+    with open_image(p, "depth") as img:
+        mode, arr = img.mode, np.asarray(img)
     if mode not in ("I;16", "I;16B", "I;16L", "I"):
         raise DataError(f"{p}: depth image has mode {mode}, expected a 16-bit single-channel PNG in millimetres")
     if arr.min() < 0:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from ..errors import DataError, SeglabError
 from ..utils.io import read_json, save_image_atomic, write_text_atomic
@@ -65,16 +65,15 @@ def id2rgb(ids) -> np.ndarray:
 def read_panoptic_png(path: str | os.PathLike) -> np.ndarray:
     """The (H, W) int64 segment ids of a panoptic PNG (RGB; RGBA's alpha and palette PNGs' indices are
     read through their RGB colours)."""
+    from .io import open_image
+
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{p}: panoptic PNG not found")
-    try:
-        with Image.open(p) as img:
-            if img.mode not in ("RGB", "RGBA", "P"):
-                raise DataError(f"{p}: panoptic PNG has mode {img.mode}, expected RGB (id = R + 256 G + 256^2 B)")
-            rgb = np.asarray(img.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise DataError(f"{p}: cannot read panoptic PNG ({type(e).__name__}: {e})") from e
+    with open_image(p, "panoptic PNG") as img:
+        if img.mode not in ("RGB", "RGBA", "P"):
+            raise DataError(f"{p}: panoptic PNG has mode {img.mode}, expected RGB (id = R + 256 G + 256^2 B)")
+        rgb = np.asarray(img.convert("RGB"))
     return rgb2id(rgb)
 
 
