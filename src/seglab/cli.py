@@ -163,6 +163,23 @@ def cmd_demo(args) -> int:
 
 # --- parser ----------------------------------------------------------------------------------------
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the CLI's one-line errors (argparse prints the whole usage first)."""
+
+    def error(self, message: str):
+        self.exit(2, f"seglab: error: {' '.join(message.split())} (see `{self.prog} --help`)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def _add_device_option(s: argparse.ArgumentParser) -> None:
     s.add_argument("--device", default=None, metavar="DEVICE",
                    help="auto (default: CUDA if available, else CPU), cpu, cuda, cuda:N or mps")
@@ -183,14 +200,14 @@ def _add_inference_options(s: argparse.ArgumentParser, *, crf: bool = True) -> N
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="seglab", description="Semantic, instance and panoptic segmentation.")
+    p = _Parser(prog="seglab", description="Semantic, instance and panoptic segmentation.")
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
     p.add_argument("--version", action="version", version=f"seglab {__import__('seglab').__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("demo", help="train and evaluate the default model on the built-in synthetic data")
     s.add_argument("--out", default="seglab_demo", help="output folder (default: ./seglab_demo)")
-    s.add_argument("--epochs", type=int, default=None, help="override the demo's number of epochs")
+    s.add_argument("--epochs", type=_positive_int, default=None, help="override the demo's number of epochs")
     _add_device_option(s)
     s.set_defaults(func=cmd_demo)
 
@@ -237,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--grid", default=None,
                    help="e.g. 'bi_w=3,4,5;bi_xy_std=30,50,80;bi_rgb_std=3,5' (that is the default)")
     s.add_argument("--base", default=None, help="fixed CRF parameters, e.g. iterations=10,pos_w=3")
-    s.add_argument("--max-images", type=int, default=None, help="use only the first N validation images")
+    s.add_argument("--max-images", type=_positive_int, default=None, help="use only the first N validation images")
     s.add_argument("--out", default=None, help="JSON results (default: <checkpoint folder>/crf_search.json)")
     _add_inference_options(s, crf=False)
     s.set_defaults(func=cmd_crf_search)
@@ -246,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("filter", nargs="?", default=None, help="substring to filter names")
     s.add_argument("--task", choices=["semantic", "joint", "instance", "panoptic"])
     s.add_argument("--params", action="store_true", help="also print parameter counts")
-    s.add_argument("--num-classes", type=int, default=21, help="classes for --params (default 21)")
+    s.add_argument("--num-classes", type=_positive_int, default=21, help="classes for --params (default 21)")
     s.add_argument("--aux", action="store_true", help="with --params: build models with aux_loss=True")
     s.add_argument("--num-things", type=int, default=None,
                    help="thing classes of panoptic models for --params (default: all but one of --num-classes)")
