@@ -32,6 +32,7 @@ from PIL import Image
 from ..errors import DataError, SeglabError
 from .datasets.folder import IGNORE_INDEX, SegmentationDataset, check_dir
 from .hha import NYU_KINECT_INTRINSICS, check_intrinsics, depth_to_hha
+from ..utils.io import read_text_file
 from .io import image_size, open_image, read_image, read_label
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform
 
@@ -101,7 +102,7 @@ def read_ids(root: Path, split: str) -> list[str]:
     list_file = root / f"{split}.txt"
     if not list_file.is_file():
         raise DataError(f"{list_file}: list file not found (one sample id per line)")
-    ids = [ln.split("#", 1)[0].strip() for ln in list_file.read_text().splitlines()]
+    ids = [ln.split("#", 1)[0].strip() for ln in read_text_file(list_file, "list file").splitlines()]
     ids = [i for i in ids if i]
     if not ids:
         raise DataError(f"{list_file}: list file is empty (expected one sample id per line)")
