@@ -19,7 +19,7 @@ CVPR 2019, Sec. 4, computed by `seglab.metrics.panoptic.PanopticEvaluator` with 
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from torch import nn
 
@@ -37,6 +37,16 @@ PREDICTIONS = "panoptic_predictions"  # <out>/panoptic_predictions.json + <out>/
 def summary(results: dict) -> dict[str, float]:
     """`PanopticEvaluator.compute()`'s groups as flat keys: {"PQ", "SQ", "RQ", "PQ_th", ..., "RQ_st"}."""
     return {f"{m}{s}": results[group][m.lower()] for group, s in GROUP_SUFFIX.items() for m in ("PQ", "SQ", "RQ")}
+
+
+def prediction_name(gt_file_name: str, index: int) -> str:
+    """The prediction PNG's path below the predictions folder: the ground truth's relative file_name, so
+    that `a/x.png` and `b/x.png` stay apart (the data set refuses two annotations naming one PNG); a
+    name that would leave the folder becomes `<index>_<name>`."""
+    rel = PurePosixPath(str(gt_file_name).replace("\\", "/"))
+    if rel.is_absolute() or ".." in rel.parts or not rel.parts or ":" in rel.parts[0]:
+        return f"{index:06d}_{rel.name or 'image'}.png"
+    return str(rel)
 
 
 class PanopticEvaluatorAdapter:
@@ -59,7 +69,7 @@ class PanopticEvaluatorAdapter:
         if self.predictions_dir is not None:
             gt = ds.samples[index][2]
             infos = to_category_ids(prediction.segments_info, ds.category_ids)
-            self.annotations.append((index, write_panoptic(self.predictions_dir, Path(gt["file_name"]).name,
+            self.annotations.append((index, write_panoptic(self.predictions_dir, prediction_name(gt["file_name"], index),
                                                            prediction.segments.numpy(), infos,
                                                            image_id=gt["image_id"])))
 
