@@ -66,7 +66,7 @@ def cmd_train(args) -> int:
     from .engine import train
 
     cfg = load_config(args.config, args.overrides)
-    result = train(cfg, resume=args.resume, log=_log, device=args.device)
+    result = train(cfg, resume=args.resume, log=_log, device=args.device, overwrite=args.overwrite)
     if result.best_epoch >= 0:
         _log(f"best val {result.best_key.replace('_', ' ')} {100 * result.best_value:.2f} at epoch {result.best_epoch}")
     _log(f"outputs in {result.out_dir}/: best.safetensors (model), last.pt (resume with --resume), "
@@ -215,6 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("config")
     s.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. train.lr=0.02 data.root=/data/camvid")
     s.add_argument("--resume", action="store_true", help="continue from last.pt in train.out_dir")
+    s.add_argument("--overwrite", action="store_true",
+                   help="start a new run in a train.out_dir that holds another run (its model is deleted)")
     _add_device_option(s)
     s.set_defaults(func=cmd_train)
 

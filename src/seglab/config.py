@@ -218,7 +218,7 @@ def _format_error(err: ValidationError, source: str) -> str:
     errors = sorted(err.errors(), key=lambda x: x["type"] != "extra_forbidden")
     e = errors[0]
     loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-    path = ".".join(str(p) for p in loc) or "<root>"
+    path = ".".join(str(p) if str(p).isprintable() and str(p).strip() == str(p) else repr(p) for p in loc) or "<root>"
     if e["type"] == "extra_forbidden":
         return f"{source}: unknown config key {path}{_unknown_key_hint(loc)}"
     value = e.get("input")

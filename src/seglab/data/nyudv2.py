@@ -32,7 +32,7 @@ from PIL import Image
 from ..errors import DataError, SeglabError
 from .datasets.folder import IGNORE_INDEX, SegmentationDataset, check_dir
 from .hha import NYU_KINECT_INTRINSICS, check_intrinsics, depth_to_hha
-from ..utils.io import read_text_file
+from ..utils.io import make_folder, read_text_file, save_image_atomic
 from .io import image_size, open_image, read_image, read_label
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform
 
@@ -171,13 +171,14 @@ def write_hha(root: str | os.PathLike, *, intrinsics: Sequence[float] = NYU_KINE
     written. Existing HHA files are kept unless `overwrite`."""
     root = check_dir(Path(root), "NYUDv2 root")
     depth_dir, hha_dir = check_dir(root / "depth", "depth folder"), root / "hha"
-    hha_dir.mkdir(exist_ok=True)
+    make_folder(hha_dir, "HHA folder")
     written = 0
     for path in sorted(depth_dir.glob("*.png")):
         out = hha_dir / path.name
         if out.exists() and not overwrite:
             continue
-        Image.fromarray(depth_to_hha(read_depth(path), intrinsics)).save(out)
+        # atomically: an interrupted run never leaves a truncated HHA image that a later one would keep
+        save_image_atomic(out, Image.fromarray(depth_to_hha(read_depth(path), intrinsics)))
         written += 1
     return written
 

@@ -12,7 +12,7 @@ import torch
 
 from ..errors import SeglabError
 from ..utils.io import atomic_path
-from ..utils.state_dict import check_state_dict
+from ..utils.state_dict import check_state_dict, load_torch_file
 
 
 def save_checkpoint(path, state: dict) -> Path:
@@ -28,11 +28,7 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     path = Path(path)
     if not path.is_file():
         raise SeglabError(f"checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:
-        first = (str(e).splitlines() or [""])[0][:200] or "empty or truncated file"
-        raise SeglabError(f"{path}: cannot read checkpoint ({type(e).__name__}: {first})") from e
+    state = load_torch_file(path, "checkpoint", map_location)
     if not isinstance(state, dict) or "model" not in state:
         raise SeglabError(f"{path}: not a seglab training checkpoint (expected a dict with 'model')")
     return state

@@ -22,7 +22,8 @@ from torch import nn
 from tqdm import tqdm
 
 from ..config import Config
-from ..errors import SeglabError
+from ..errors import OutputError, SeglabError
+from ..utils.io import make_folder
 from .runtime import Runtime
 
 
@@ -120,13 +121,24 @@ def evaluate_and_report(model: nn.Module, dataset, out_dir: str | Path, *, task=
     options = options or resolve_options(stored=getattr(model, "seglab_config", {}).get("inference"))
     runtime = runtime or Runtime(device=next(model.parameters()).device)
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():  # before the work, not after it
+        raise OutputError(f"cannot write the evaluation into {out}: it is a file, not a folder")
     evaluator = task.build_evaluator(dataset, out_dir=out, detailed=True)
-    results = run_evaluation(task, task.build_predictor(model, options), dataset, evaluator, runtime,
-                             progress=progress)
-    written = []
-    if runtime.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        written = evaluator.report(results, out, log)
+    discard = getattr(evaluator, "discard", None)  # files an evaluator writes while it runs (panoptic PNGs)
+    if discard is not None and runtime.is_main:
+        discard()  # what a killed run left
+    runtime.barrier()
+    try:
+        results = run_evaluation(task, task.build_predictor(model, options), dataset, evaluator, runtime,
+                                 progress=progress)
+        written = []
+        if runtime.is_main:
+            make_folder(out, "evaluation folder")
+            written = evaluator.report(results, out, log)
+    except BaseException:
+        if discard is not None:  # no partial output
+            discard()
+        raise
     return evaluator.summary(results), results, written
 
 

@@ -59,7 +59,18 @@ class PanopticEvaluatorAdapter:
         self.dataset = dataset
         self.evaluator = PanopticEvaluator(dataset.categories)
         self.predictions_dir = predictions_dir
+        # PNGs go to a hidden folder renamed by `report` once every image is done: a failed or killed
+        # evaluation leaves no partial set of predictions (and `discard` removes it).
+        self.partial_dir = None if predictions_dir is None else \
+            predictions_dir.parent / f".{predictions_dir.name}.partial"
         self.annotations: list[tuple[int, dict]] = []  # (dataset index, COCO annotation)
+
+    def discard(self) -> None:
+        """Remove the predictions written so far (a failed evaluation, or what a killed one left)."""
+        import shutil
+
+        if self.partial_dir is not None:
+            shutil.rmtree(self.partial_dir, ignore_errors=True)
 
     def process(self, index: int, target, prediction) -> None:
         from ..data.panoptic import to_category_ids, write_panoptic
@@ -69,7 +80,7 @@ class PanopticEvaluatorAdapter:
         if self.predictions_dir is not None:
             gt = ds.samples[index][2]
             infos = to_category_ids(prediction.segments_info, ds.category_ids)
-            self.annotations.append((index, write_panoptic(self.predictions_dir, prediction_name(gt["file_name"], index),
+            self.annotations.append((index, write_panoptic(self.partial_dir, prediction_name(gt["file_name"], index),
                                                            prediction.segments.numpy(), infos,
                                                            image_id=gt["image_id"])))
 
@@ -98,6 +109,12 @@ class PanopticEvaluatorAdapter:
             "classes": list(ds.classes), "category_ids": list(ds.category_ids), "num_images": len(ds)}))
         written = [f"{out_dir}/eval_metrics.json"]
         if self.predictions_dir is not None:
+            import os
+            import shutil
+
+            shutil.rmtree(self.predictions_dir, ignore_errors=True)  # a previous evaluation's
+            self.partial_dir.mkdir(parents=True, exist_ok=True)  # (no image at all: an empty folder)
+            os.replace(self.partial_dir, self.predictions_dir)
             images = [{"id": a["image_id"], "file_name": ds.samples[i][1]} for i, a in self.annotations]
             save_panoptic_json(out_dir / f"{PREDICTIONS}.json", {
                 "images": images, "annotations": [a for _, a in self.annotations], "categories": list(ds.categories)})

@@ -28,8 +28,8 @@ from typing import Iterator
 
 from ..errors import DataError, OutputError
 
-_HOST = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:32] or "host"
-_TEMP_TAG = f"seglab-{_HOST}-"
+HOST_TAG = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:32] or "host"
+_TEMP_TAG = f"seglab-{HOST_TAG}-"
 _TEMP_NAME = re.compile(r"^\..+\.seglab-(?P<host>[A-Za-z0-9]*)-(?P<pid>\d+)\.[^.]*\.tmp$")
 _cleaned_folders: set[str] = set()
 
@@ -51,7 +51,7 @@ def describe_os_error(e: OSError, path: Path) -> str:
     if code == errno.EISDIR or path.is_dir():
         return f"{path} is a folder"
     if code in (errno.ENOTDIR, errno.EEXIST):
-        for parent in [folder, *folder.parents]:
+        for parent in [path, folder, *folder.parents]:
             if parent.exists() and not parent.is_dir():
                 return f"{parent} is a file, not a folder"
     return e.strerror or str(e) or type(e).__name__
@@ -85,6 +85,17 @@ def _make_folder(path: Path) -> None:
         raise _output_error(path, e, False) from None
 
 
+def make_folder(folder: str | os.PathLike, what: str = "output folder") -> Path:
+    """Create `folder` (and its parents), or one OutputError saying why not (a file is in the way, no
+    permission, a read-only file system)."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot create {what} {folder}: {describe_os_error(e, folder)}") from None
+    return folder
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -107,7 +118,7 @@ def remove_orphan_temps(folder: str | os.PathLike) -> list[Path]:
         return []
     for entry in entries:
         m = _TEMP_NAME.match(entry.name)
-        if m is None or m.group("host") != _HOST or int(m.group("pid")) == os.getpid():
+        if m is None or m.group("host") != HOST_TAG or int(m.group("pid")) == os.getpid():
             continue
         if not _pid_alive(int(m.group("pid"))):
             with contextlib.suppress(OSError):
