@@ -37,6 +37,8 @@ def cmd_models(args) -> int:
     from .tasks import task_for_model
 
     names = list_models(args.filter, task=args.task)
+    if args.num_things is not None and not 1 <= args.num_things <= args.num_classes:
+        raise SeglabError(f"--num-things must be between 1 and --num-classes ({args.num_classes}), got {args.num_things}")
     if not args.params:
         for n in names:
             print(f"{n:<28} {model_task(n)}")
@@ -76,14 +78,10 @@ def cmd_train(args) -> int:
 
 def cmd_pack(args) -> int:
     from .hub import pack_model, read_model_metadata
-    from .inference import parse_tta_spec
+    from .inference.options import resolve_options
 
-    inference = None
-    if args.tta is not None:
-        try:
-            inference = {"tta": parse_tta_spec(args.tta)}
-        except ValueError as e:
-            raise SeglabError(f"--tta: {e}") from None
+    # checked with the limits a config has (one line naming --tta), so the file loads back
+    inference = None if args.tta is None else {"tta": resolve_options(tta=args.tta).tta}
     out = pack_model(args.checkpoint, args.out, half=not args.fp32, drop_aux=True, inference=inference)
     meta = read_model_metadata(out)
     _log(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, {'float32' if args.fp32 else 'float16'}, "
@@ -162,6 +160,13 @@ def cmd_demo(args) -> int:
 
 
 # --- parser ----------------------------------------------------------------------------------------
+
+def _class_count(text: str) -> int:
+    value = _positive_int(text)
+    if value > 100_000:  # a classifier that size needs gigabytes; no segmentation data set has so many classes
+        raise argparse.ArgumentTypeError(f"expected at most 100000 classes, got {value}")
+    return value
+
 
 class _Parser(argparse.ArgumentParser):
     """argparse with the CLI's one-line errors (argparse prints the whole usage first)."""
@@ -265,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("filter", nargs="?", default=None, help="substring to filter names")
     s.add_argument("--task", choices=["semantic", "joint", "instance", "panoptic"])
     s.add_argument("--params", action="store_true", help="also print parameter counts")
-    s.add_argument("--num-classes", type=_positive_int, default=21, help="classes for --params (default 21)")
+    s.add_argument("--num-classes", type=_class_count, default=21, help="classes for --params (default 21)")
     s.add_argument("--aux", action="store_true", help="with --params: build models with aux_loss=True")
     s.add_argument("--num-things", type=int, default=None,
                    help="thing classes of panoptic models for --params (default: all but one of --num-classes)")

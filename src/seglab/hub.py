@@ -32,7 +32,7 @@ def create_model(name: str, *, num_classes: int, weights: str | None = None,
     checkpoint of the same architecture (converted on the fly). `backbone_weights`: a local torchvision
     ImageNet classifier checkpoint (resnet / vgg layout) for the backbone only.
     """
-    if not isinstance(num_classes, int) or num_classes < 1:
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
         raise SeglabError(f"num_classes must be a positive integer, got {num_classes!r}")
     entry = get_entrypoint(name)
     if backbone_weights is not None:
@@ -155,6 +155,10 @@ def pack_model(src, dst, *, half: bool = True, drop_aux: bool = True,
     with the model (e.g. `{"tta": {"flip": True, "scales": [1.0]}}`) that `seglab predict` applies by
     default. Class names, palette and normalisation are carried over."""
     src_meta = read_model_metadata(resolve_model_file(src))
+    if inference is not None:  # checked as a model file's settings are, before anything is written
+        from .utils.model_file import check_metadata
+
+        check_metadata({**src_meta, "inference": inference}, Path(dst))
     model = load_model(src)
     kwargs = dict(src_meta.get("kwargs", {}))
     if drop_aux and kwargs.get("aux_loss", True) is not False:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 
 from ..errors import SeglabError
 
@@ -115,9 +116,11 @@ def check_metadata(meta: Any, path: Path) -> dict:
 
         try:
             EvalConfig.model_validate(meta["inference"])
-        except Exception as e:  # pydantic's ValidationError: one line is enough here
-            first = (str(e).splitlines() or [""])[:3]
-            raise SeglabError(f"{path}: model metadata 'inference' is not valid ({' '.join(first)[:160]})") from None
+        except ValidationError as e:
+            err = e.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            raise SeglabError(f"{path}: model metadata 'inference' is not valid ({where}: "
+                              f"{err['msg'].removeprefix('Value error, ')[:120]})") from None
     return meta
 
 
