@@ -298,6 +298,13 @@ def main(argv: list[str] | None = None) -> int:
             return 141
         print(f"seglab: error: {error_line(e)}", file=sys.stderr)
         return 2
+    except Exception as e:  # a bug, or an input no check caught: still one line, the traceback on request
+        if args.debug:
+            raise
+        first = (str(e).splitlines() or [""])[0][:300]
+        print(f"seglab: error: unexpected {type(e).__name__}: {first} (an input seglab does not check, or a "
+              f"bug; `seglab --debug {args.command} ...` shows the traceback)", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         kept = " (training progress is kept in last.pt up to the last finished epoch)" if args.command == "train" else ""
         print(f"seglab: interrupted{kept}", file=sys.stderr)

@@ -42,6 +42,12 @@ def create_model(name: str, *, num_classes: int, weights: str | None = None,
         model = entry(num_classes=num_classes, **kwargs)
     except TypeError as e:
         raise SeglabError(f"model {name!r}: {e}") from e
+    except (ValueError, RuntimeError, ZeroDivisionError, AssertionError, IndexError, KeyError) as e:
+        # an argument the entrypoint does not check itself (a float width, an unsupported stride)
+        shown = ", ".join(f"{k}={v!r}" for k, v in kwargs.items() if k != "backbone_weights")
+        first = (str(e).splitlines() or [""])[0][:160]
+        raise SeglabError(f"model {name!r} cannot be built with {shown or 'its defaults'} "
+                          f"({type(e).__name__}: {first})") from e
     kwargs.pop("backbone_weights", None)
     model.seglab_config = {"name": name, "num_classes": num_classes, "kwargs": kwargs}
     if weights is not None:
