@@ -37,6 +37,8 @@ def cmd_models(args) -> int:
     from .tasks import task_for_model
 
     names = list_models(args.filter, task=args.task)
+    if args.num_things is not None and not 1 <= args.num_things <= args.num_classes:
+        raise SeglabError(f"--num-things must be between 1 and --num-classes ({args.num_classes}), got {args.num_things}")
     if not args.params:
         for n in names:
             print(f"{n:<28} {model_task(n)}")
@@ -66,7 +68,7 @@ def cmd_train(args) -> int:
     from .engine import train
 
     cfg = load_config(args.config, args.overrides)
-    result = train(cfg, resume=args.resume, log=_log, device=args.device)
+    result = train(cfg, resume=args.resume, log=_log, device=args.device, overwrite=args.overwrite)
     if result.best_epoch >= 0:
         _log(f"best val {result.best_key.replace('_', ' ')} {100 * result.best_value:.2f} at epoch {result.best_epoch}")
     _log(f"outputs in {result.out_dir}/: best.safetensors (model), last.pt (resume with --resume), "
@@ -76,14 +78,10 @@ def cmd_train(args) -> int:
 
 def cmd_pack(args) -> int:
     from .hub import pack_model, read_model_metadata
-    from .inference import parse_tta_spec
+    from .inference.options import resolve_options
 
-    inference = None
-    if args.tta is not None:
-        try:
-            inference = {"tta": parse_tta_spec(args.tta)}
-        except ValueError as e:
-            raise SeglabError(f"--tta: {e}") from None
+    # checked with the limits a config has (one line naming --tta), so the file loads back
+    inference = None if args.tta is None else {"tta": resolve_options(tta=args.tta).tta}
     out = pack_model(args.checkpoint, args.out, half=not args.fp32, drop_aux=True, inference=inference)
     meta = read_model_metadata(out)
     _log(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, {'float32' if args.fp32 else 'float16'}, "
@@ -163,6 +161,30 @@ def cmd_demo(args) -> int:
 
 # --- parser ----------------------------------------------------------------------------------------
 
+def _class_count(text: str) -> int:
+    value = _positive_int(text)
+    if value > 100_000:  # a classifier that size needs gigabytes; no segmentation data set has so many classes
+        raise argparse.ArgumentTypeError(f"expected at most 100000 classes, got {value}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the CLI's one-line errors (argparse prints the whole usage first)."""
+
+    def error(self, message: str):
+        self.exit(2, f"seglab: error: {' '.join(message.split())} (see `{self.prog} --help`)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def _add_device_option(s: argparse.ArgumentParser) -> None:
     s.add_argument("--device", default=None, metavar="DEVICE",
                    help="auto (default: CUDA if available, else CPU), cpu, cuda, cuda:N or mps")
@@ -183,14 +205,14 @@ def _add_inference_options(s: argparse.ArgumentParser, *, crf: bool = True) -> N
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="seglab", description="Semantic, instance and panoptic segmentation.")
+    p = _Parser(prog="seglab", description="Semantic, instance and panoptic segmentation.")
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
     p.add_argument("--version", action="version", version=f"seglab {__import__('seglab').__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("demo", help="train and evaluate the default model on the built-in synthetic data")
     s.add_argument("--out", default="seglab_demo", help="output folder (default: ./seglab_demo)")
-    s.add_argument("--epochs", type=int, default=None, help="override the demo's number of epochs")
+    s.add_argument("--epochs", type=_positive_int, default=None, help="override the demo's number of epochs")
     _add_device_option(s)
     s.set_defaults(func=cmd_demo)
 
@@ -198,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("config")
     s.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. train.lr=0.02 data.root=/data/camvid")
     s.add_argument("--resume", action="store_true", help="continue from last.pt in train.out_dir")
+    s.add_argument("--overwrite", action="store_true",
+                   help="start a new run in a train.out_dir that holds another run (its model is deleted)")
     _add_device_option(s)
     s.set_defaults(func=cmd_train)
 
@@ -237,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--grid", default=None,
                    help="e.g. 'bi_w=3,4,5;bi_xy_std=30,50,80;bi_rgb_std=3,5' (that is the default)")
     s.add_argument("--base", default=None, help="fixed CRF parameters, e.g. iterations=10,pos_w=3")
-    s.add_argument("--max-images", type=int, default=None, help="use only the first N validation images")
+    s.add_argument("--max-images", type=_positive_int, default=None, help="use only the first N validation images")
     s.add_argument("--out", default=None, help="JSON results (default: <checkpoint folder>/crf_search.json)")
     _add_inference_options(s, crf=False)
     s.set_defaults(func=cmd_crf_search)
@@ -246,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("filter", nargs="?", default=None, help="substring to filter names")
     s.add_argument("--task", choices=["semantic", "joint", "instance", "panoptic"])
     s.add_argument("--params", action="store_true", help="also print parameter counts")
-    s.add_argument("--num-classes", type=int, default=21, help="classes for --params (default 21)")
+    s.add_argument("--num-classes", type=_class_count, default=21, help="classes for --params (default 21)")
     s.add_argument("--aux", action="store_true", help="with --params: build models with aux_loss=True")
     s.add_argument("--num-things", type=int, default=None,
                    help="thing classes of panoptic models for --params (default: all but one of --num-classes)")
@@ -263,18 +287,56 @@ def main(argv: list[str] | None = None) -> int:
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        return args.func(args)
-    except SeglabError as e:
+        status = args.func(args)
+        sys.stdout.flush()  # a closed pipe (`| head`) fails here, inside the handler, not at exit
+        return status
+    except (SeglabError, OSError, MemoryError) as e:
         if args.debug:
             raise
-        print(f"seglab: error: {e}", file=sys.stderr)
+        if isinstance(e, BrokenPipeError):  # `seglab models | head -1`: the reader has gone, say nothing
+            _silence_stdout()
+            return 141
+        print(f"seglab: error: {error_line(e)}", file=sys.stderr)
         return 2
+    except Exception as e:  # a bug, or an input no check caught: still one line, the traceback on request
+        if args.debug:
+            raise
+        first = (str(e).splitlines() or [""])[0][:300]
+        print(f"seglab: error: unexpected {type(e).__name__}: {first} (an input seglab does not check, or a "
+              f"bug; `seglab --debug {args.command} ...` shows the traceback)", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         kept = " (training progress is kept in last.pt up to the last finished epoch)" if args.command == "train" else ""
         print(f"seglab: interrupted{kept}", file=sys.stderr)
         return 130
     finally:
         _leave_process_group()
+
+
+def error_line(e: BaseException) -> str:
+    """One line for an error that reaches the command line: a SeglabError's own message; for an OSError
+    the file and the reason (an unexpected one: everything seglab writes goes through
+    `seglab.utils.io`, which names the file itself); for memory, what ran out."""
+    if isinstance(e, SeglabError):
+        text = str(e)
+    elif isinstance(e, MemoryError):
+        text = f"out of memory ({str(e) or 'an allocation failed'}); use smaller images, batches or models"
+    else:
+        where = " -> ".join(str(f) for f in (e.filename, e.filename2) if f is not None)
+        text = f"{where}: {e.strerror or e}" if where else f"{e.strerror or e}"
+    text = " ".join(text.split()) or type(e).__name__
+    return text if len(text) <= 2000 else text[:2000] + " ..."
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that Python's final flush does not fail on the closed pipe again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def _leave_process_group() -> None:

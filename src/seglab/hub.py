@@ -18,7 +18,8 @@ from torch import nn
 from .errors import SeglabError
 from .registry import get_entrypoint
 from .utils.io import atomic_path
-from .utils.state_dict import check_file, read_state_dict
+from .utils.model_file import check_tensor_table, meta_state_dict, parse_metadata, tensor_table
+from .utils.state_dict import check_file, check_state_dict, read_state_dict
 
 PACKAGE_WEIGHTS = Path(__file__).parent / "weights"
 
@@ -31,7 +32,7 @@ def create_model(name: str, *, num_classes: int, weights: str | None = None,
     checkpoint of the same architecture (converted on the fly). `backbone_weights`: a local torchvision
     ImageNet classifier checkpoint (resnet / vgg layout) for the backbone only.
     """
-    if not isinstance(num_classes, int) or num_classes < 1:
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
         raise SeglabError(f"num_classes must be a positive integer, got {num_classes!r}")
     entry = get_entrypoint(name)
     if backbone_weights is not None:
@@ -41,6 +42,12 @@ def create_model(name: str, *, num_classes: int, weights: str | None = None,
         model = entry(num_classes=num_classes, **kwargs)
     except TypeError as e:
         raise SeglabError(f"model {name!r}: {e}") from e
+    except (ValueError, RuntimeError, ZeroDivisionError, AssertionError, IndexError, KeyError) as e:
+        # an argument the entrypoint does not check itself (a float width, an unsupported stride)
+        shown = ", ".join(f"{k}={v!r}" for k, v in kwargs.items() if k != "backbone_weights")
+        first = (str(e).splitlines() or [""])[0][:160]
+        raise SeglabError(f"model {name!r} cannot be built with {shown or 'its defaults'} "
+                          f"({type(e).__name__}: {first})") from e
     kwargs.pop("backbone_weights", None)
     model.seglab_config = {"name": name, "num_classes": num_classes, "kwargs": kwargs}
     if weights is not None:
@@ -59,16 +66,7 @@ def load_weights(model: nn.Module, path) -> None:
             state = convert_model_state_dict(model, state)
         except SeglabError as e:  # the converter does not know the file; name it here
             raise SeglabError(f"{path}: {e}") from None
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    if missing or unexpected:
-        raise SeglabError(f"{path}: weights do not match the model "
-                          f"(missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
-                          f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''})")
-    for k, v in state.items():
-        if own[k].shape != v.shape:
-            raise SeglabError(f"{path}: tensor {k!r} has shape {tuple(v.shape)}, the model expects "
-                              f"{tuple(own[k].shape)} (is num_classes right?)")
+    check_state_dict(state, own, path, "the model")
     model.load_state_dict(state, strict=True)
 
 
@@ -91,16 +89,21 @@ def save_model(model: nn.Module, path, *, classes: list[str] | None = None,
     return path
 
 
-def read_model_metadata(path) -> dict:
+def read_model_metadata(path, *, required: bool = True) -> dict | None:
+    """The checked `seglab` metadata of a model file (`seglab.utils.model_file.check_metadata`); a file
+    without any is an error, or None when not `required`."""
     p = check_file(path, "model")
     try:
         with safe_open(str(p), framework="pt") as f:
             meta = (f.metadata() or {}).get("seglab")
-    except Exception as e:
-        raise SeglabError(f"{p}: not a readable safetensors model file ({e})") from e
+    except Exception as e:  # SafetensorError, OSError: corrupt, truncated or foreign
+        first = (str(e).splitlines() or [""])[0][:160] or "empty or truncated file"
+        raise SeglabError(f"{p}: not a readable safetensors model file ({type(e).__name__}: {first})") from None
     if meta is None:
+        if not required:
+            return None
         raise SeglabError(f"{p}: safetensors file has no seglab metadata (was it saved by seglab.save_model?)")
-    return json.loads(meta)
+    return parse_metadata(meta, p)
 
 
 def resolve_model_file(name_or_path) -> Path:
@@ -127,8 +130,24 @@ def load_model(name_or_path, *, device: str | torch.device = "cpu") -> nn.Module
     when recorded, are on `model.seglab_config`."""
     p = resolve_model_file(name_or_path)
     meta = read_model_metadata(p)
-    model = create_model(meta["name"], num_classes=meta["num_classes"], **meta.get("kwargs", {}))
-    model.load_state_dict(load_file(str(p)), strict=True)  # float16 files are cast to float32 here
+
+    def build():
+        try:
+            return create_model(meta["name"], num_classes=meta["num_classes"], **meta.get("kwargs", {}))
+        except SeglabError as e:
+            raise SeglabError(f"{p}: {e}") from None
+        except Exception as e:  # stored kwargs of the wrong type or value
+            raise SeglabError(f"{p}: cannot build {meta['name']} with the stored settings "
+                              f"({type(e).__name__}: {(str(e).splitlines() or [''])[0][:160]})") from None
+
+    # Names, shapes and dtypes checked on the meta device first: a crafted file allocates nothing.
+    check_tensor_table(tensor_table(p), meta_state_dict(build), p, f"model {meta['name']!r}")
+    model = build()
+    try:
+        state = load_file(str(p))
+    except Exception as e:
+        raise SeglabError(f"{p}: cannot read the tensors ({type(e).__name__}: {str(e)[:160]})") from None
+    model.load_state_dict(state, strict=True)  # float16 files are cast to float32 here
     model.seglab_config.update({k: meta[k] for k in CARRIED_METADATA if meta.get(k)})
     return model.to(device).eval()
 
@@ -142,6 +161,10 @@ def pack_model(src, dst, *, half: bool = True, drop_aux: bool = True,
     with the model (e.g. `{"tta": {"flip": True, "scales": [1.0]}}`) that `seglab predict` applies by
     default. Class names, palette and normalisation are carried over."""
     src_meta = read_model_metadata(resolve_model_file(src))
+    if inference is not None:  # checked as a model file's settings are, before anything is written
+        from .utils.model_file import check_metadata
+
+        check_metadata({**src_meta, "inference": inference}, Path(dst))
     model = load_model(src)
     kwargs = dict(src_meta.get("kwargs", {}))
     if drop_aux and kwargs.get("aux_loss", True) is not False:

@@ -22,7 +22,8 @@ from torch import nn
 from tqdm import tqdm
 
 from ..config import Config
-from ..errors import SeglabError
+from ..errors import OutputError, SeglabError
+from ..utils.io import make_folder
 from .runtime import Runtime
 
 
@@ -72,6 +73,7 @@ def load_for_evaluation(cfg: Config, checkpoint: str | Path, *, device: str | to
     from ..hub import load_model, load_weights, read_model_metadata, resolve_model_file
     from ..registry import model_task
     from ..tasks import task_for_model
+    from ..utils.state_dict import check_state_dict
     from .checkpoint import load_checkpoint
 
     task = task_for_model(cfg.model.name)
@@ -81,7 +83,7 @@ def load_for_evaluation(cfg: Config, checkpoint: str | Path, *, device: str | to
     except SeglabError:
         raise SeglabError(f"checkpoint not found: {checkpoint}") from None
     _, val_ds = task.build_datasets(cfg, train=False)
-    meta = _seglab_metadata(ckpt, read_model_metadata)
+    meta = read_model_metadata(ckpt, required=False) if ckpt.suffix == ".safetensors" else None
     if meta is not None:  # a seglab model file describes its own architecture (maybe packed without aux heads)
         if model_task(meta["name"]) != task.name:
             raise SeglabError(f"{ckpt}: holds a {model_task(meta['name'])} model ({meta['name']}) but the config's "
@@ -95,21 +97,14 @@ def load_for_evaluation(cfg: Config, checkpoint: str | Path, *, device: str | to
                                                                               "backbone_weights": None})})
         model = task.build_model(no_init, val_ds)
         if ckpt.suffix == ".pt":  # a training state (last.pt)
-            model.load_state_dict(load_checkpoint(ckpt)["model"])
+            state = load_checkpoint(ckpt)["model"]
+            check_state_dict(state, model.state_dict(), ckpt, f"model {cfg.model.name!r} of the config")
+            model.load_state_dict(state)
         else:
             load_weights(model, ckpt)
         model.seglab_config.update(task.model_metadata(cfg, val_ds))
         model.to(device)
     return model.eval(), val_ds, task
-
-
-def _seglab_metadata(path: Path, read) -> dict | None:
-    if path.suffix != ".safetensors":
-        return None
-    try:
-        return read(path)
-    except SeglabError:
-        return None
 
 
 def evaluate_and_report(model: nn.Module, dataset, out_dir: str | Path, *, task=None, options=None,
@@ -126,13 +121,24 @@ def evaluate_and_report(model: nn.Module, dataset, out_dir: str | Path, *, task=
     options = options or resolve_options(stored=getattr(model, "seglab_config", {}).get("inference"))
     runtime = runtime or Runtime(device=next(model.parameters()).device)
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():  # before the work, not after it
+        raise OutputError(f"cannot write the evaluation into {out}: it is a file, not a folder")
     evaluator = task.build_evaluator(dataset, out_dir=out, detailed=True)
-    results = run_evaluation(task, task.build_predictor(model, options), dataset, evaluator, runtime,
-                             progress=progress)
-    written = []
-    if runtime.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        written = evaluator.report(results, out, log)
+    discard = getattr(evaluator, "discard", None)  # files an evaluator writes while it runs (panoptic PNGs)
+    if discard is not None and runtime.is_main:
+        discard()  # what a killed run left
+    runtime.barrier()
+    try:
+        results = run_evaluation(task, task.build_predictor(model, options), dataset, evaluator, runtime,
+                                 progress=progress)
+        written = []
+        if runtime.is_main:
+            make_folder(out, "evaluation folder")
+            written = evaluator.report(results, out, log)
+    except BaseException:
+        if discard is not None:  # no partial output
+            discard()
+        raise
     return evaluator.summary(results), results, written
 
 

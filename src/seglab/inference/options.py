@@ -60,6 +60,11 @@ def parse_slide(text: str | None) -> tuple[tuple[int, int] | None, tuple[int, in
         if key.strip() != "stride":
             raise SeglabError(f"--slide: unknown option {key!r} (expected stride=N)")
         stride = pair(value)
+    if stride is None:  # two thirds of the window, as the predictor's default
+        stride = (max(1, crop[0] * 2 // 3), max(1, crop[1] * 2 // 3))
+    if stride[0] > crop[0] or stride[1] > crop[1]:
+        raise SeglabError(f"--slide: stride {stride[0]}x{stride[1]} is larger than the window {crop[0]}x{crop[1]}: "
+                          f"pixels between windows would get no prediction")
     return crop, stride
 
 
@@ -68,7 +73,7 @@ def resolve_options(*, stored: dict | None = None, eval_config=None, slide: str 
                     bf16: bool = False, score_thresh: float | None = None) -> PredictOptions:
     """Options from the model file's stored settings, then `eval_config` (a `seglab.config.EvalConfig`
     or a dict of the same shape), then the explicit arguments (strings as on the command line)."""
-    from ..config import EvalConfig
+    from ..config import CRFConfig, EvalConfig, TTAConfig
     from .crf_search import parse_crf_params
     from .tta import parse_tta_spec
 
@@ -90,12 +95,26 @@ def resolve_options(*, stored: dict | None = None, eval_config=None, slide: str 
             opts["tta"] = parse_tta_spec(tta) if isinstance(tta, str) else dict(tta)
         except ValueError as e:
             raise SeglabError(f"--tta: {e}") from None
+        opts["tta"] = _checked(TTAConfig, opts["tta"], "--tta")
     if crf is not None:
         extra = parse_crf_params(crf) if isinstance(crf, str) else dict(crf)
-        opts["crf"] = {**(opts.get("crf") or {}), **extra}
+        opts["crf"] = _checked(CRFConfig, {**(opts.get("crf") or {}), **extra}, "--crf")
     if score_thresh is not None:
         if not 0.0 <= score_thresh <= 1.0:
             raise SeglabError(f"--score-thresh must be in [0, 1], got {score_thresh}")
         opts["score_thresh"] = float(score_thresh)
     opts["precision"] = resolve_precision(precision, bf16)
     return PredictOptions(**opts)
+
+
+def _checked(schema, values: dict, option: str) -> dict:
+    """`values` validated by a config section (`TTAConfig`, `CRFConfig`): the same limits as in a config."""
+    from pydantic import ValidationError
+
+    try:
+        return schema.model_validate(values).model_dump()
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise SeglabError(f"{option}: {where}: {err['msg'].removeprefix('Value error, ')}, got "
+                          f"{err.get('input')!r:.60}") from None

@@ -55,7 +55,7 @@ class Predictor(ModelPredictor):
         super().__init__(model, precision=precision, bf16=bf16)
         self.crf = crf
         self.slide = tuple(slide) if slide else None
-        self.stride = tuple(stride) if stride else (tuple(int(c * 2 / 3) for c in self.slide) if self.slide else None)
+        self.stride = tuple(stride) if stride else (tuple(max(1, int(c * 2 / 3)) for c in self.slide) if self.slide else None)
         if self.slide is not None and (len(self.slide) != 2 or min(self.slide) < 1 or len(self.stride) != 2
                                        or min(self.stride) < 1):
             raise ValueError(f"slide and stride must be two positive sizes, got {self.slide} and {self.stride}")

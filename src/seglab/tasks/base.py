@@ -102,6 +102,12 @@ class Task:
         """(normalised image (C, H, W), target) of a validation sample."""
         raise NotImplementedError
 
+    def labelled_pixels(self, targets) -> torch.Tensor | None:
+        """How many target pixels of a training batch carry a label (not the ignore index), as a tensor on
+        the targets' device; None where the task's targets are not pixel labels. An epoch without any is
+        a data mistake the loop reports (the loss would be 0 and nothing learnt)."""
+        return None
+
     def build_loss(self, cfg: Config, train_ds, log: Callable[[str], None]) -> Loss:
         raise NotImplementedError
 

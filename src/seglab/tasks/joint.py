@@ -102,6 +102,9 @@ class JointTask(Task):
     def split_sample(self, sample):
         return sample["image"], sample["masks"]
 
+    def labelled_pixels(self, targets):
+        return sum((m != 255).sum() for m in targets.values())
+
     def build_loss(self, cfg: Config, train_ds, log):
         from ..losses import JointLoss
 

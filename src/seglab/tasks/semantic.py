@@ -139,6 +139,11 @@ class SemanticTask(Task):
     def split_sample(self, sample):
         return sample["image"], sample["mask"]
 
+    def labelled_pixels(self, targets):
+        if not isinstance(targets, torch.Tensor) or targets.is_floating_point():  # class lists (weak)
+            return None
+        return (targets != 255).sum()
+
     def build_loss(self, cfg: Config, train_ds, log):
         from ..losses import SegmentationLoss
         from .weak import build_mil_criterion

@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ...errors import DataError, SeglabError
+from ...utils.io import read_text_file
 from ..io import image_size, read_image, read_label
 from ..palettes import default_palette
 from ..transforms import default_eval_transform
@@ -60,7 +61,7 @@ def read_list_file(list_file: str | os.PathLike, root: str | os.PathLike | None 
         raise DataError(f"{list_file}: list file not found")
     root = Path(root) if root is not None else list_file.parent
     samples = []
-    for n, line in enumerate(list_file.read_text().splitlines(), 1):
+    for n, line in enumerate(read_text_file(list_file, "list file").splitlines(), 1):
         line = line.split("#", 1)[0].strip()
         if not line:
             continue
