@@ -98,12 +98,13 @@ def load_backbone_weights(model: nn.Module, name: str, path) -> None:
     model.load_state_dict(state, strict=True)
 
 
-def convert_model_state_dict(model: nn.Module, state: dict) -> dict:
+def convert_model_state_dict(model: nn.Module, state: dict, *, allow_missing: bool = False) -> dict:
     """Map a torchvision whole-model checkpoint (fcn_resnet50/101, deeplabv3_resnet50/101, with or
     without aux; maskrcnn_resnet50_fpn into mask_rcnn_resnet50_fpn at num_classes=90) onto `model`.
 
     Returns the renamed state dict; the caller (`seglab.hub.load_weights`) checks shapes and loads it
-    strictly. Raises `SeglabError` when the checkpoint lacks tensors the model needs.
+    strictly. Raises `SeglabError` when the checkpoint lacks tensors the model needs, unless
+    `allow_missing` (fine-tuning: the caller decides which missing tensors may stay initialised).
     """
     out = {}
     for key, v in state.items():
@@ -118,7 +119,7 @@ def convert_model_state_dict(model: nn.Module, state: dict) -> dict:
         if k.endswith(".num_batches_tracked") and k not in out and k[:-20] + ".running_mean" in out:
             out[k] = torch.zeros_like(own[k], device="cpu")
     missing = [k for k in own if k not in out]
-    if missing:
+    if missing and not allow_missing:
         hint = ""
         if all(k.startswith(_OPTIONAL_PREFIXES) for k in missing):
             hint = " (the checkpoint has no auxiliary head: build the model with aux_loss=False)"
