@@ -9,7 +9,7 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 
-from ...errors import SeglabError
+from ...errors import ConfigError, SeglabError
 from ..nyudv2 import NYUDv2
 from ..siftflow import SIFTFlow, SyntheticJoint
 from .ade20k import ADE20K
@@ -61,6 +61,9 @@ def build_dataset(name: str, *, root, split: str, transform=None, **kwargs) -> S
     (`seglab.data.instances`)."""
     if name not in DATASETS:
         raise SeglabError(f"unknown dataset {name!r}, expected one of: {', '.join(DATASETS)}")
+    if root is None:
+        raise ConfigError(f"data.root is not set: no default location can exist for data set {name!r}; pass "
+                          f"data.root=/path/to/{name} (e.g. seglab train CONFIG data.root=/data/{name})")
     if name == "folder":
         return _folder(root, split, transform, **kwargs)
     cls = DATASETS[name]

@@ -37,10 +37,15 @@ def make_lut(label_map: LabelMap) -> np.ndarray | None:
     if label_map is None:
         return None
     if isinstance(label_map, Mapping):
-        keys = [int(k) for k in label_map if int(k) >= 0]
-        lut = np.arange(max([255] + keys) + 1, dtype=np.int64)
-        for k in keys:
-            lut[k] = int(label_map[k])
+        try:  # keys may be strings ("255": a config written as JSON), values may not be
+            pairs = {int(k): int(v) for k, v in label_map.items()}
+        except (TypeError, ValueError):
+            raise SeglabError(f"label_map must map stored values to class indices (integers), got "
+                              f"{dict(label_map)!r}") from None
+        pairs = {k: v for k, v in pairs.items() if k >= 0}
+        lut = np.arange(max([255, *pairs]) + 1, dtype=np.int64)
+        for k, v in pairs.items():
+            lut[k] = v
         return lut
     lut = np.asarray(label_map, dtype=np.int64)
     if lut.ndim != 1:
