@@ -25,7 +25,7 @@ import numpy as np
 from ..errors import DataError, SeglabError
 from ..utils.io import atomic_path, write_text_atomic
 from . import palettes
-from .datasets.folder import IGNORE_INDEX, IMAGE_EXTENSIONS, check_dir
+from .datasets.folder import IGNORE_INDEX, IMAGE_EXTENSIONS, check_dir, parse_classes_file
 from .io import image_size, read_image, read_label
 
 Color = tuple[int, int, int]
@@ -35,31 +35,6 @@ KNOWN_PALETTES = {"camvid": (palettes.CAMVID_CLASSES, palettes.CAMVID_PALETTE),
                   "cityscapes": (palettes.CITYSCAPES_CLASSES, palettes.CITYSCAPES_PALETTE),
                   "ade20k": (palettes.ADE20K_CLASSES, palettes.ADE20K_PALETTE)}
 MASK_FOLDERS = ("labels", "masks", "annotations")
-
-
-def parse_classes_file(path: Path) -> tuple[list[str], list[Color] | None]:
-    """(class names, colours or None) from lines `name` or `name r g b` (blank lines and `#` skipped);
-    colours must be given for every class or for none."""
-    names, colours = [], []
-    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        parts = line.split()
-        if len(parts) >= 4 and all(p.isdigit() for p in parts[-3:]):
-            rgb = tuple(int(p) for p in parts[-3:])
-            if max(rgb) > 255:
-                raise DataError(f"{path}:{n}: colour {rgb} has a value above 255")
-            names.append(" ".join(parts[:-3]))
-            colours.append(rgb)
-        else:
-            names.append(line)
-    if not names:
-        raise DataError(f"{path}: no class names (one per line: `name` or `name r g b`)")
-    if colours and len(colours) != len(names):
-        raise DataError(f"{path}: give a colour (`name r g b`) on every line or on none "
-                        f"({len(colours)} of {len(names)} lines have one)")
-    return names, (colours or None)
 
 
 def load_palette(spec: str) -> tuple[list[str], list[Color]]:

@@ -18,7 +18,7 @@ from .cityscapes import Cityscapes
 from .cityscapes_instances import CityscapesInstances
 from .coco import CocoInstances, coco_instances
 from .coco_panoptic import CityscapesPanoptic, PanopticDataset, SyntheticPanoptic, coco_panoptic
-from .folder import SegmentationDataset, SegmentationFolder
+from .folder import SegmentationDataset, SegmentationFolder, parse_classes_file
 from .synthetic import SyntheticSegmentation
 from .synthetic_instances import SyntheticInstances
 from .voc import VOCSegmentation
@@ -39,13 +39,15 @@ DATASETS.update(PANOPTIC_DATASETS)
 def _folder(root, split, transform, **kwargs) -> SegmentationFolder:
     """`folder`: kwargs go to SegmentationFolder. Without list_file / image_dir, `<root>/<split>.txt`
     is used when it exists, else `<root>/images/<split>` + `<root>/labels/<split>`. Without classes,
-    `<root>/classes.txt` (one name per line) is read."""
+    `<root>/classes.txt` is read: one class per line, `name` or `name r g b` (its colour in the palette)."""
     root = Path(root)
     if "classes" not in kwargs:
         names = root / "classes.txt"
         if not names.is_file():
             raise SeglabError(f"dataset 'folder': give classes=[...] or write {names} (one class name per line)")
-        kwargs["classes"] = [ln.strip() for ln in names.read_text().splitlines() if ln.strip()]
+        kwargs["classes"], colours = parse_classes_file(names)
+        if colours is not None and "palette" not in kwargs:
+            kwargs["palette"] = colours
     if "list_file" not in kwargs and "image_dir" not in kwargs:
         if (root / f"{split}.txt").is_file():
             kwargs["list_file"] = root / f"{split}.txt"

@@ -53,6 +53,31 @@ def make_lut(label_map: LabelMap) -> np.ndarray | None:
     return lut
 
 
+def parse_classes_file(path: Path) -> tuple[list[str], list[tuple[int, int, int]] | None]:
+    """(class names, colours or None) from lines `name` or `name r g b` (blank lines and `#` skipped);
+    colours must be given for every class or for none."""
+    names, colours = [], []
+    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        parts = line.split()
+        if len(parts) >= 4 and all(p.isdigit() for p in parts[-3:]):
+            rgb = tuple(int(p) for p in parts[-3:])
+            if max(rgb) > 255:
+                raise DataError(f"{path}:{n}: colour {rgb} has a value above 255")
+            names.append(" ".join(parts[:-3]))
+            colours.append(rgb)
+        else:
+            names.append(line)
+    if not names:
+        raise DataError(f"{path}: no class names (one per line: `name` or `name r g b`)")
+    if colours and len(colours) != len(names):
+        raise DataError(f"{path}: give a colour (`name r g b`) on every line or on none "
+                        f"({len(colours)} of {len(names)} lines have one)")
+    return names, (colours or None)
+
+
 def _plural(n: int, word: str, plural: str) -> str:
     return f"{n} {word if n == 1 else plural}"
 
