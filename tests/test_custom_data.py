@@ -40,8 +40,9 @@ def flat_folder(tmp_path_factory):
 @pytest.fixture(scope="module")
 def converted(flat_folder, tmp_path_factory):
     out = tmp_path_factory.mktemp("conv") / "people"
-    assert main(["data", "convert", str(flat_folder), "--out", str(out), "--split", "0.75", "--seed", "0"]) == 0
-    (out / "classes.txt").write_text("background\nperson\n")
+    assert main(["data", "convert", str(flat_folder), "--out", str(out), "--split", "0.75", "--seed", "0",
+                 "--classes", "background,person"]) == 0
+    assert (out / "classes.txt").read_text() == "background 0 0 0\nperson 128 0 0\n"
     return out
 
 

@@ -116,7 +116,8 @@ def cmd_data(args) -> int:
     from .data.convert import convert_folder
 
     counts = convert_folder(args.root, args.out, images=args.images, masks=args.masks, mask_suffix=args.mask_suffix,
-                            palette=args.palette, split=args.split, seed=args.seed, unknown=args.unknown, log=_log)
+                            palette=args.palette, split=args.split, seed=args.seed, unknown=args.unknown, log=_log,
+                            classes=args.classes.split(",") if args.classes else None)
     _log(f"wrote {sum(counts.values())} pairs to {args.out}; check them with: seglab data check {args.out}")
     return 0
 
@@ -341,6 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--mask-suffix", default="", help="mask name = image name + this + .png (e.g. _mask)")
     c.add_argument("--palette", default=None, help="colours of RGB masks: camvid, voc, cityscapes, ade20k or a file "
                                                    "of `name r g b` lines (class i = line i)")
+    c.add_argument("--classes", default=None, help="class names for classes.txt, comma-separated (class i = name i), "
+                                                   "e.g. background,person")
     c.add_argument("--unknown", choices=["error", "ignore"], default="error",
                    help="a colour outside the palette: stop (default) or map it to the ignore index 255")
     c.add_argument("--split", type=float, default=None, help="fraction of a flat folder's images for train, e.g. 0.8")

@@ -95,8 +95,8 @@ def _find_masks(src: Path, masks: str | None) -> Path:
 
 
 def convert_folder(src, out, *, images: str = "images", masks: str | None = None, mask_suffix: str = "",
-                   palette: str | None = None, split: float | None = None, seed: int = 0,
-                   unknown: str = "error", log=print) -> dict[str, int]:
+                   palette: str | None = None, classes: list[str] | None = None, split: float | None = None,
+                   seed: int = 0, unknown: str = "error", log=print) -> dict[str, int]:
     """Write `src`'s images and masks in the folder layout under `out` (module docstring). Returns the
     number of pairs per split."""
     src, out = Path(src), Path(out)
@@ -114,9 +114,12 @@ def convert_folder(src, out, *, images: str = "images", masks: str | None = None
                               f"80% of the images into train and the rest into val")
         names = split_names(list(_images(image_root)), split, seed)
         plan = {s: (image_root, mask_root, ns) for s, ns in names.items()}
-    classes, colours = load_palette(palette) if palette else (None, None)
+    names, colours = load_palette(palette) if palette else (None, None)
+    if classes is not None and names is not None and len(classes) != len(names):
+        raise SeglabError(f"--classes names {len(classes)} classes, --palette {palette} has {len(names)} colours")
+    classes = classes if classes is not None else names
     counts: dict[str, int] = {}
-    max_value = 0
+    max_value, has_ignore = 0, False
     for split_name, (img_dir, mask_dir, names) in plan.items():
         found = _images(img_dir)
         for name in names:
@@ -129,16 +132,24 @@ def convert_folder(src, out, *, images: str = "images", masks: str | None = None
                 raise DataError(f"{found[name]} and {mask_path} differ in size: {found_hw[1]}x{found_hw[0]} vs "
                                 f"{labels.shape[1]}x{labels.shape[0]}")
             max_value = max(max_value, int(labels[labels != IGNORE_INDEX].max(initial=0)))
+            has_ignore = has_ignore or bool((labels == IGNORE_INDEX).any())
             _copy(found[name], out / "images" / split_name / found[name].name)
             _save_labels(out / "labels" / split_name / f"{name}.png", labels, colours)
         counts[split_name] = len(names)
         log(f"{split_name}: {len(names)} image/label pairs -> {out / 'images' / split_name}, {out / 'labels' / split_name}")
     if classes is not None:
+        colours = colours or palettes.default_palette(len(classes))
         write_text_atomic(out / "classes.txt", "".join(f"{c} {r} {g} {b}\n" for c, (r, g, b) in zip(classes, colours)))
-        log(f"classes.txt: {len(classes)} classes from --palette {palette}")
+        log(f"classes.txt: {len(classes)} classes ({', '.join(classes[:8])}{', ...' if len(classes) > 8 else ''})")
+        if max_value >= len(classes):
+            log(f"note: the masks hold values up to {max_value}, more than the {len(classes)} classes: map them with "
+                f"data.kwargs.label_map (seglab data check shows them)")
     elif not (out / "classes.txt").exists():
         log(f"no classes.txt written: write {out / 'classes.txt'} with one class name per line "
             f"(labels hold values up to {max_value}), or pass data.kwargs.classes")
+    if has_ignore and max_value == 0:
+        log("note: the masks hold only 0 and 255, and 255 is the ignore index: binary masks train with "
+            "data.kwargs.label_map={255: 1} (seglab train refuses them without it)")
     return counts
 
 
