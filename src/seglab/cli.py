@@ -36,7 +36,23 @@ def cmd_models(args) -> int:
     from .registry import model_task
     from .tasks import task_for_model
 
+    if args.pretrained:
+        from .pretrained import list_pretrained, pretrained_table
+
+        cards = list_pretrained(args.filter)
+        print(pretrained_table([c for c in cards if args.task in (None, c["task"])]))
+        return 0
     names = list_models(args.filter, task=args.task)
+    if not names:
+        from .pretrained import list_pretrained, pretrained_table
+
+        cards = list_pretrained(args.filter)
+        if not cards:
+            raise SeglabError(f"no architecture and no pretrained model matches {args.filter!r}; seglab models "
+                              f"lists the architectures, seglab models --pretrained the shipped weights")
+        print(f"no architecture matches {args.filter!r}; pretrained models that do:")
+        print(pretrained_table(cards))
+        return 0
     if args.num_things is not None and not 1 <= args.num_things <= args.num_classes:
         raise SeglabError(f"--num-things must be between 1 and --num-classes ({args.num_classes}), got {args.num_things}")
     if not args.params:
@@ -60,6 +76,51 @@ def cmd_models(args) -> int:
             model = create_model(n, num_classes=args.num_classes, **extra)
         total, used = count_parameters(model, in_channels=getattr(model, "in_channels", 3))
         print(f"{n:<27} {model_task(n):<10} {used / 1e6:>8.2f} {total / 1e6:>8.2f}")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from .pretrained import format_card, model_card
+
+    print(format_card(model_card(args.model)))
+    return 0
+
+
+def cmd_config(args) -> int:
+    from .config import RECIPES, list_recipes, recipe_path
+
+    if args.action == "list":
+        for name in list_recipes():
+            first = next((ln[1:].strip() for ln in (RECIPES / f"{name}.yaml").read_text().splitlines()
+                          if ln.startswith("#")), "")
+            print(f"{name:<28} {first[:90]}")
+        print("seglab config show NAME > my.yaml copies one; seglab train NAME key=value ... trains it as it is")
+        return 0
+    if not args.name:
+        raise SeglabError("config show needs a recipe name (seglab config list shows them)")
+    sys.stdout.write(recipe_path(args.name).read_text())
+    return 0
+
+
+def cmd_data(args) -> int:
+    if args.action == "check":
+        from .config import load_config
+        from .data.check import check_data
+
+        cfg = load_config(args.config, args.overrides) if args.config else None
+        problems = check_data(args.root, config=cfg, log=_log)
+        if problems:
+            for p in problems:
+                print(f"problem: {p}", file=sys.stderr)
+            raise SeglabError(f"data check found {len(problems)} problem(s); the first: {problems[0]}")
+        _log("data check passed: every image has its label, sizes agree, every class has training pixels")
+        return 0
+    from .data.convert import convert_folder
+
+    counts = convert_folder(args.root, args.out, images=args.images, masks=args.masks, mask_suffix=args.mask_suffix,
+                            palette=args.palette, split=args.split, seed=args.seed, unknown=args.unknown, log=_log,
+                            classes=args.classes.split(",") if args.classes else None)
+    _log(f"wrote {sum(counts.values())} pairs to {args.out}; check them with: seglab data check {args.out}")
     return 0
 
 
@@ -270,11 +331,48 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("filter", nargs="?", default=None, help="substring to filter names")
     s.add_argument("--task", choices=["semantic", "joint", "instance", "panoptic"])
     s.add_argument("--params", action="store_true", help="also print parameter counts")
+    s.add_argument("--pretrained", action="store_true",
+                   help="list the pretrained models shipped with seglab (usable by name as weights)")
     s.add_argument("--num-classes", type=_class_count, default=21, help="classes for --params (default 21)")
     s.add_argument("--aux", action="store_true", help="with --params: build models with aux_loss=True")
     s.add_argument("--num-things", type=int, default=None,
                    help="thing classes of panoptic models for --params (default: all but one of --num-classes)")
     s.set_defaults(func=cmd_models)
+
+    s = sub.add_parser("info", help="the card of a shipped model or a model file: task, data set, classes, input "
+                                     "scale, figure and the command that reproduces it")
+    s.add_argument("model", metavar="NAME_OR_FILE")
+    s.set_defaults(func=cmd_info)
+
+    s = sub.add_parser("config", help="the recipes shipped with seglab: list, show NAME (> my.yaml)")
+    s.add_argument("action", choices=["list", "show"])
+    s.add_argument("name", nargs="?", default=None, help="a recipe, e.g. camvid/bisenetv2")
+    s.set_defaults(func=cmd_config)
+
+    s = sub.add_parser("data", help="check a data set before training (check ROOT), or convert masks and split a "
+                                    "flat folder (convert SRC --out DST)")
+    data = s.add_subparsers(dest="action", required=True, metavar="ACTION")
+    c = data.add_parser("check", help="counts, unpaired files, size mismatches, class histogram, the 0/255 trap")
+    c.add_argument("root", help="the data set's folder (images/<split>, labels/<split>, classes.txt)")
+    c.add_argument("--config", default=None, help="read data.name, data.kwargs (label_map, classes) and splits from "
+                                                  "this config (a file or a recipe name); ROOT replaces data.root")
+    c.add_argument("overrides", nargs="*", metavar="key=value", help="overrides of the config, e.g. data.kwargs.label_map={255: 1}")
+    c.set_defaults(func=cmd_data)
+    c = data.add_parser("convert", help="RGB colour masks -> index PNGs with a palette; --split a flat folder")
+    c.add_argument("root", metavar="SRC", help="folder with images/ and labels/ (or masks/), flat or split")
+    c.add_argument("--out", required=True, help="the folder layout to write (images/<split>, labels/<split>, classes.txt)")
+    c.add_argument("--images", default="images", help="image subfolder of SRC (default images)")
+    c.add_argument("--masks", default=None, help="mask subfolder of SRC (default: labels, masks or annotations)")
+    c.add_argument("--mask-suffix", default="", help="mask name = image name + this + .png (e.g. _mask)")
+    c.add_argument("--palette", default=None, help="colours of RGB masks: camvid, voc, cityscapes, ade20k or a file "
+                                                   "of `name r g b` lines (class i = line i)")
+    c.add_argument("--classes", default=None, help="class names for classes.txt, comma-separated (class i = name i), "
+                                                   "e.g. background,person")
+    c.add_argument("--unknown", choices=["error", "ignore"], default="error",
+                   help="a colour outside the palette: stop (default) or map it to the ignore index 255")
+    c.add_argument("--split", type=float, default=None, help="fraction of a flat folder's images for train, e.g. 0.8")
+    c.add_argument("--seed", type=int, default=0, help="seed of the random split (default 0)")
+    c.set_defaults(func=cmd_data)
     return p
 
 

@@ -62,13 +62,19 @@ class ModelConfig(_Strict):
     name: str
     num_classes: int | None = Field(None, gt=0, description="defaults to the data set's class count")
     kwargs: dict[str, Any] = {}
+    # A model file or a shipped model's name (seglab models --pretrained) to start from.
     weights: str | None = None
+    # Fine-tuning to another class count: keep every matching tensor of `weights`, re-initialise the
+    # classifier and auxiliary heads (named in the log). Never done without being asked.
+    reinit_heads: bool = False
     backbone_weights: str | None = None
 
 
 class DataConfig(_Strict):
     name: str = "synthetic"
-    root: str = "data/synthetic"
+    # null in a recipe for a data set whose location cannot be known in advance: then data.root=... must be
+    # given (seglab.data.build_dataset says so)
+    root: str | None = "data/synthetic"
     train_split: str = "train"
     val_split: str = "val"
     kwargs: dict[str, Any] = {}
@@ -144,6 +150,10 @@ class TrainConfig(_Strict):
     seed: int = Field(0, ge=0, lt=2**63)
     out_dir: str = "runs/exp"
     grad_clip: float | None = Field(None, gt=0)
+    # Fine-tuning: modules without gradients and with frozen BatchNorm statistics ('backbone' = the
+    # pretrained trunk, or dotted module paths), and a learning-rate factor for the trunk.
+    freeze: list[str] = []
+    backbone_lr_mult: float = Field(1.0, gt=0)
     # image_labels: MIL-FCN's multi-class MIL loss on image-level class lists (seglab.engine.weak)
     supervision: Literal["pixel", "image_labels"] = "pixel"
 
@@ -360,13 +370,36 @@ def config_from_dict(raw: dict, overrides: list[str] | None = None, *, source: s
         raise ConfigError(f"{source}: nested too deeply to be a config") from None
 
 
+RECIPES = Path(__file__).resolve().parent / "configs"
+
+
+def list_recipes() -> list[str]:
+    """Names of the recipes shipped inside the package (`camvid/bisenetv2`, `demo`, ...)."""
+    return sorted(p.relative_to(RECIPES).with_suffix("").as_posix() for p in RECIPES.rglob("*.yaml"))
+
+
+def recipe_path(name: str) -> Path:
+    """The file of shipped recipe `name` (with or without `.yaml`, or `configs/<name>`)."""
+    stem = name[:-5] if name.endswith(".yaml") else name
+    stem = stem[len("configs/"):] if stem.startswith("configs/") else stem
+    p = RECIPES / f"{stem}.yaml"
+    if not p.is_file():
+        close = difflib.get_close_matches(stem, list_recipes(), n=3, cutoff=0.4)
+        raise ConfigError(f"config file not found: {name} (nor a shipped recipe: "
+                          + (f"did you mean {', '.join(close)}?)" if close else "seglab config list shows them)"))
+    return p
+
+
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
-    """A config file (UTF-8, or UTF-16 with a byte-order mark) with `key=value` overrides, checked."""
+    """A config file (UTF-8, or UTF-16 with a byte-order mark) or the name of a shipped recipe
+    (`camvid/bisenetv2`), with `key=value` overrides, checked."""
     from .utils.io import read_text_file
 
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path}" if not path.exists() else f"{path}: not a file")
+        if path.exists():
+            raise ConfigError(f"config file not found: {path} is not a file")
+        path = recipe_path(str(path))
     try:
         text = read_text_file(path, "config file")
     except SeglabError as e:
@@ -379,4 +412,15 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
 
 
 def dump_config(cfg: Config) -> str:
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+    """YAML that `load_config` reads back into the same config (integer keys, e.g. a label_map's, stay
+    integers: JSON mode would turn them into strings)."""
+    return yaml.safe_dump(_plain(cfg.model_dump(mode="python")), sort_keys=False)
+
+
+def _plain(obj):
+    """Tuples -> lists, recursively, so that yaml.safe_dump writes plain YAML."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj

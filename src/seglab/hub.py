@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors import safe_open
@@ -21,16 +22,22 @@ from .utils.io import atomic_path
 from .utils.model_file import check_tensor_table, meta_state_dict, parse_metadata, tensor_table
 from .utils.state_dict import check_file, check_state_dict, read_state_dict
 
+if TYPE_CHECKING:
+    from .finetune import WeightsReport
+
 PACKAGE_WEIGHTS = Path(__file__).parent / "weights"
 
 
 def create_model(name: str, *, num_classes: int, weights: str | None = None,
-                 backbone_weights: str | None = None, **kwargs) -> nn.Module:
+                 backbone_weights: str | None = None, reinit_heads: bool = False, **kwargs) -> nn.Module:
     """Build registered model `name`.
 
-    `weights`: a local file holding the whole model, either seglab's own safetensors or a torchvision
-    checkpoint of the same architecture (converted on the fly). `backbone_weights`: a local torchvision
-    ImageNet classifier checkpoint (resnet / vgg layout) for the backbone only.
+    `weights`: a local file holding the whole model (or the name of a shipped model, see
+    `seglab.list_pretrained()`), either seglab's own safetensors or a torchvision checkpoint of the same
+    architecture (converted on the fly). `reinit_heads=True` fine-tunes it to another class count: every
+    tensor whose name and shape match is kept, the classifier and auxiliary heads are freshly initialised
+    (named on `model.seglab_weights_report`). `backbone_weights`: a local ImageNet classifier checkpoint
+    for the backbone only (torchvision's resnet / vgg / mobilenet_v2 layout, timm's xception65).
     """
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
         raise SeglabError(f"num_classes must be a positive integer, got {num_classes!r}")
@@ -51,23 +58,41 @@ def create_model(name: str, *, num_classes: int, weights: str | None = None,
     kwargs.pop("backbone_weights", None)
     model.seglab_config = {"name": name, "num_classes": num_classes, "kwargs": kwargs}
     if weights is not None:
-        load_weights(model, weights)
+        model.seglab_weights_report = load_weights(model, weights, reinit_heads=reinit_heads)
     return model
 
 
-def load_weights(model: nn.Module, path) -> None:
-    """Load a whole-model file into `model` strictly, converting a torchvision layout when needed."""
+def load_weights(model: nn.Module, path, *, reinit_heads: bool = False) -> WeightsReport:
+    """Load a whole-model file (a path or a shipped model's name) into `model`, converting a torchvision
+    layout when needed. Strict, unless `reinit_heads`: then tensors that depend on the class count
+    (classifiers) and auxiliary heads missing from the file keep the model's fresh initialisation;
+    anything else that does not fit is still an error (see `seglab.finetune.match_state_dict`)."""
+    from .finetune import match_state_dict
+
+    path = resolve_model_file(path, what="weights")
     state = read_state_dict(path)
     own = model.state_dict()
-    if set(state) != set(own):
+    if set(state) != set(own) and not _is_seglab_file(path):
         from .convert.torchvision import convert_model_state_dict
 
         try:
-            state = convert_model_state_dict(model, state)
+            state = convert_model_state_dict(model, state, allow_missing=reinit_heads)
         except SeglabError as e:  # the converter does not know the file; name it here
             raise SeglabError(f"{path}: {e}") from None
-    check_state_dict(state, own, path, "the model")
+    state, report = match_state_dict(model, state, path, reinit_heads=reinit_heads)
+    check_state_dict(state, own, path, "the model")  # dtypes too
     model.load_state_dict(state, strict=True)
+    return report
+
+
+def _is_seglab_file(path: Path) -> bool:
+    if path.suffix != ".safetensors":
+        return False
+    try:
+        read_model_metadata(path)
+    except SeglabError:
+        return False
+    return True
 
 
 def save_model(model: nn.Module, path, *, classes: list[str] | None = None,
@@ -106,7 +131,13 @@ def read_model_metadata(path, *, required: bool = True) -> dict | None:
     return parse_metadata(meta, p)
 
 
-def resolve_model_file(name_or_path) -> Path:
+def shipped_model_names() -> list[str]:
+    """Names of the models shipped inside the package: every `<arch>.<data>.safetensors` in seglab/weights."""
+    return sorted(f.name[:-len(".safetensors")] for f in PACKAGE_WEIGHTS.glob("*.safetensors")) \
+        if PACKAGE_WEIGHTS.is_dir() else []
+
+
+def resolve_model_file(name_or_path, *, what: str = "model") -> Path:
     """A path to an existing file, or the name of a model shipped inside the package (`<arch>.<data>`)."""
     p = Path(name_or_path)
     if p.is_file():
@@ -114,9 +145,10 @@ def resolve_model_file(name_or_path) -> Path:
     shipped = PACKAGE_WEIGHTS / f"{name_or_path}.safetensors"
     if shipped.is_file():
         return shipped
-    names = sorted(f.stem for f in PACKAGE_WEIGHTS.glob("*.safetensors")) if PACKAGE_WEIGHTS.is_dir() else []
-    raise SeglabError(f"model file not found: {name_or_path}"
-                      + (f" (shipped models: {', '.join(names)})" if names else ""))
+    names = shipped_model_names()
+    raise SeglabError(f"{what} file not found: {name_or_path}"
+                      + (f" (nor a shipped model: {', '.join(names)}; see seglab models --pretrained)"
+                         if names else ""))
 
 
 # Metadata a model file may record beside the architecture, carried onto `model.seglab_config`.

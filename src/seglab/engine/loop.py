@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from ..config import Config, dump_config
 from ..errors import SeglabError
+from ..finetune import freeze_modules, trunk_parameters
 from ..tasks.base import check_batch_size
 from ..utils.io import make_folder, write_text_atomic
 from .checkpoint import check_resume, load_checkpoint, restore_training_state, save_checkpoint
@@ -111,7 +112,13 @@ def train(cfg: Config, *, resume: bool = False, progress: bool | None = None, lo
     torch.manual_seed(t_cfg.seed)
     train_ds, val_ds = task.build_datasets(cfg)
     check_batch_size(cfg, train_ds, runtime.world_size)
+    task.check_training_data(cfg, train_ds, log)
     model = task.build_model(cfg, train_ds)
+    report = getattr(model, "seglab_weights_report", None)
+    if report is not None:
+        log(report.describe())
+    frozen = freeze_modules(model, t_cfg.freeze) if t_cfg.freeze else []
+    trunk = trunk_parameters(model) if t_cfg.backbone_lr_mult != 1.0 else set()
     if t_cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if t_cfg.sync_bn and runtime.world_size > 1:
@@ -126,7 +133,7 @@ def train(cfg: Config, *, resume: bool = False, progress: bool | None = None, lo
     global_batch = d_cfg.batch_size * runtime.world_size * accumulate
     steps_per_epoch = len(train_ds) // global_batch
     optimizer = build_optimizer(model, t_cfg.optimizer, lr=t_cfg.lr, momentum=t_cfg.momentum,
-                                weight_decay=t_cfg.weight_decay)
+                                weight_decay=t_cfg.weight_decay, lr_mult_params=trunk, lr_mult=t_cfg.backbone_lr_mult)
     scheduler = build_scheduler(optimizer, t_cfg.epochs * steps_per_epoch, power=t_cfg.poly_power,
                                 warmup_iters=t_cfg.warmup_iters, warmup_ratio=t_cfg.warmup_ratio)
     scaler = runtime.grad_scaler()
@@ -165,6 +172,8 @@ def train(cfg: Config, *, resume: bool = False, progress: bool | None = None, lo
         sampler.set_epoch(epoch)
         torch.manual_seed(epoch_seed(t_cfg.seed, epoch) + 1_000_003 * runtime.rank)  # dropout, RoI sampling
         net.train()
+        for m in frozen:  # train.freeze: no gradients and no BatchNorm statistics updates
+            m.eval()
         t0, sums, steps = time.perf_counter(), {}, 0
         bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{t_cfg.epochs}", disable=not show, leave=False,
                    dynamic_ncols=True)

@@ -87,10 +87,14 @@ class Task:
     def build_model(self, cfg: Config, dataset) -> nn.Module:
         raise NotImplementedError
 
+    def check_training_data(self, cfg: Config, train_ds, log: Callable[[str], None]) -> None:
+        """Refuse a training set that cannot teach anything (e.g. an empty foreground) before training on
+        it; warn about what is only suspicious. Tasks without such a check accept every set."""
+
     def model_metadata(self, cfg: Config, dataset) -> dict:
         """What best.safetensors records besides the architecture: class names, palette, normalisation."""
         return {"classes": list(dataset.classes), "palette": [list(c) for c in dataset.palette],
-                "mean": list(cfg.data.mean), "std": list(cfg.data.std)}
+                "mean": list(cfg.data.mean), "std": list(cfg.data.std), "dataset": cfg.data.name}
 
     collate: Callable | None = None            # DataLoader collate_fn (None: PyTorch's default)
 
@@ -169,7 +173,8 @@ def build_model_for(cfg: Config, num_classes: int, **extra_kwargs) -> nn.Module:
         raise SeglabError(f"model.num_classes is {cfg.model.num_classes} but data set {cfg.data.name!r} has "
                           f"{num_classes} classes")
     return create_model(cfg.model.name, num_classes=num_classes, weights=cfg.model.weights,
-                        backbone_weights=cfg.model.backbone_weights, **{**cfg.model.kwargs, **extra_kwargs})
+                        reinit_heads=cfg.model.reinit_heads, backbone_weights=cfg.model.backbone_weights,
+                        **{**cfg.model.kwargs, **extra_kwargs})
 
 
 def to_float(outputs):

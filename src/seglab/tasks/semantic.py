@@ -133,6 +133,22 @@ class SemanticTask(Task):
     def build_model(self, cfg: Config, dataset) -> nn.Module:
         return build_model_for(cfg, dataset.num_classes)
 
+    def check_training_data(self, cfg: Config, train_ds, log) -> None:
+        """`seglab.data.check` on the training label maps (all of them, or 500 evenly spaced): the 0/255
+        binary-mask trap and an empty foreground stop training; classes without pixels are logged."""
+        from ..data.check import label_statistics, training_problems
+        from ..errors import DataError
+
+        if cfg.train.supervision != "pixel" or not (hasattr(train_ds, "samples") and hasattr(train_ds, "map_label")):
+            return
+        stats = label_statistics(train_ds, max_images=500)
+        errors, warnings = training_problems(stats, train_ds, cfg.data.train_split)
+        if errors:
+            raise DataError(f"{errors[0]} (data.root {cfg.data.root}; `seglab data check {cfg.data.root}` shows "
+                            f"the class histogram)")
+        for w in warnings:
+            log(f"warning: {w}")
+
     def split_batch(self, batch):
         return batch["image"], batch["labels"] if "labels" in batch else batch["mask"]
 

@@ -13,8 +13,7 @@ import types
 import typing
 from pathlib import Path
 
-from ...errors import SeglabError
-from ...utils.io import read_text_file
+from ...errors import ConfigError, SeglabError
 from ..nyudv2 import NYUDv2
 from ..siftflow import SIFTFlow, SyntheticJoint
 from .ade20k import ADE20K
@@ -23,7 +22,7 @@ from .cityscapes import Cityscapes
 from .cityscapes_instances import CityscapesInstances
 from .coco import CocoInstances, coco_instances
 from .coco_panoptic import CityscapesPanoptic, PanopticDataset, SyntheticPanoptic, coco_panoptic
-from .folder import SegmentationDataset, SegmentationFolder
+from .folder import SegmentationDataset, SegmentationFolder, parse_classes_file
 from .synthetic import SyntheticSegmentation
 from .synthetic_instances import SyntheticInstances
 from .voc import VOCSegmentation
@@ -102,13 +101,15 @@ def check_reader_kwargs(reader, kwargs: dict, where: str, *, given: tuple = ()) 
 def _folder(root, split, transform, **kwargs) -> SegmentationFolder:
     """`folder`: kwargs go to SegmentationFolder. Without list_file / image_dir, `<root>/<split>.txt`
     is used when it exists, else `<root>/images/<split>` + `<root>/labels/<split>`. Without classes,
-    `<root>/classes.txt` (one name per line) is read."""
+    `<root>/classes.txt` is read: one class per line, `name` or `name r g b` (its colour in the palette)."""
     root = Path(root)
     if "classes" not in kwargs:
         names = root / "classes.txt"
         if not names.is_file():
             raise SeglabError(f"dataset 'folder': give classes=[...] or write {names} (one class name per line)")
-        kwargs["classes"] = [ln.strip() for ln in read_text_file(names, "class-name file").splitlines() if ln.strip()]
+        kwargs["classes"], colours = parse_classes_file(names)
+        if colours is not None and "palette" not in kwargs:
+            kwargs["palette"] = colours
     if "list_file" not in kwargs and "image_dir" not in kwargs:
         if (root / f"{split}.txt").is_file():
             kwargs["list_file"] = root / f"{split}.txt"
@@ -124,6 +125,9 @@ def build_dataset(name: str, *, root, split: str, transform=None, **kwargs) -> S
     (`seglab.data.instances`)."""
     if name not in DATASETS:
         raise SeglabError(f"unknown dataset {name!r}, expected one of: {', '.join(DATASETS)}")
+    if root is None:
+        raise ConfigError(f"data.root is not set: no default location can exist for data set {name!r}; pass "
+                          f"data.root=/path/to/{name} (e.g. seglab train CONFIG data.root=/data/{name})")
     if name == "folder":
         check_reader_kwargs(SegmentationFolder, kwargs, "dataset 'folder'", given=("root", "transform"))
         return _folder(root, split, transform, **kwargs)
