@@ -51,7 +51,10 @@ def run_server(model_args: Sequence[str], *, host: str = "127.0.0.1", port: int 
         log(f"model {m.name!r}: {m.task.name}, {m.config['name']}, {m.config['num_classes']} classes")
     if host not in ("127.0.0.1", "localhost", "::1"):
         log(f"listening on {host}: other machines can reach this server (it has no authentication)")
-    log(f"open http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/ in a browser; Ctrl-C stops")
+    if port == 0:
+        log("port 0: the system picks a free port, printed by uvicorn below; Ctrl-C stops")
+    else:
+        log(f"open http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/ in a browser; Ctrl-C stops")
     uvicorn.run(app, host=host, port=port, log_level="info", access_log=access_log, timeout_keep_alive=5,
                 h11_max_incomplete_event_size=16 * 1024)
 
