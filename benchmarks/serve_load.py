@@ -19,7 +19,6 @@ import http.client
 import io
 import json
 import os
-import platform
 import re
 import statistics
 import subprocess
@@ -29,19 +28,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from speed import cpu_name  # benchmarks/speed.py (the script's folder is on sys.path)
 
 HOST = "127.0.0.1"  # loopback only
 SHARED_IMAGE = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid" / "val" / "0016E5_07959.png"
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def test_image() -> tuple[bytes, str]:

@@ -252,8 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--queue-limit", type=int, default=32,
                    help="requests held at once; beyond it 503 with Retry-After (default 32)")
     s.add_argument("--max-upload-mb", type=float, default=20.0, help="largest upload in MiB (default 20)")
-    s.add_argument("--max-pixels", type=int, default=40_000_000,
-                   help="largest image in pixels, checked on the declared size before decoding (default 40e6)")
+    s.add_argument("--max-pixels", type=int, default=16_000_000,
+                   help="largest image in pixels, checked on the declared size before decoding (default 16e6)")
     s.add_argument("--score-thresh", type=float, default=None,
                    help="instance models: default lowest score of the segments returned (default: the model's, 0.5)")
     s.add_argument("--no-access-log", action="store_true", help="do not log every request")

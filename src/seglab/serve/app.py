@@ -40,7 +40,7 @@ class ServeSettings:
     queue_limit: int = 32                # requests held at once; one more gets 503 + Retry-After
     workers: int = 1                     # threads running the models
     max_upload_bytes: int = 20 * 2**20   # request bodies above this get 413
-    max_pixels: int = 40_000_000         # images declaring more pixels get 413 (decompression bombs)
+    max_pixels: int = 16_000_000         # images declaring more pixels get 413 (decompression bombs)
 
 
 @dataclass
