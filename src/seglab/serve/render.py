@@ -26,6 +26,7 @@ from PIL import Image
 from ..data.coco_masks import mask_to_rle
 from ..data.palettes import default_palette
 from ..structures import SemanticResult
+from ..viz import instance_colors
 
 
 def png_bytes(image: Image.Image) -> bytes:
@@ -177,12 +178,9 @@ class InstanceRenderer(Renderer):
     default_alpha = 0.45
 
     def __init__(self, classes: Sequence[str], category_ids: Sequence[int], score_thresh: float):
-        from ..viz import instance_colors
-
         self.classes, self.category_ids = list(classes), [int(c) for c in category_ids]
         self.params = {"score_thresh": float(score_thresh)}
         self.class_colors = [list(c) for c in instance_colors(len(self.classes))]
-        self.instance_colors = instance_colors
 
     def parse_param(self, name: str, text: str):
         try:
@@ -217,11 +215,12 @@ class InstanceRenderer(Renderer):
         values, _ = self.view(result, params)
         coco = instance_results_to_coco(0, result, self.category_ids)
         labels = as_numpy(result.labels).astype(np.int64).reshape(-1)
-        colors = self.instance_colors(len(labels))  # the overlay's colours (draw_instances)
-        counts = np.bincount(values.reshape(-1), minlength=len(self.shown(result, params)) + 1)
+        colors = instance_colors(len(labels))  # the overlay's colours (draw_instances)
+        shown = self.shown(result, params)
+        counts = np.bincount(values.reshape(-1), minlength=len(shown) + 1)
         total = max(1, values.size)
         segments = []
-        for rank, i in enumerate(self.shown(result, params)):
+        for rank, i in enumerate(shown):
             entry = coco[i]
             x, y, bw, bh = entry["bbox"]
             segments.append({"id": rank + 1, "class_id": int(labels[i]), "name": self.classes[int(labels[i])],
@@ -241,7 +240,7 @@ class InstanceRenderer(Renderer):
     def label_png(self, result, params: Mapping) -> bytes:
         values, _ = self.view(result, params)
         if values.max(initial=0) < 256:
-            colors = [(0, 0, 0)] + [self.instance_colors(len(as_numpy(result.scores).reshape(-1)))[i]
+            colors = [(0, 0, 0)] + [instance_colors(len(as_numpy(result.scores).reshape(-1)))[i]
                                     for i in self.shown(result, params)]
             img = Image.fromarray(values.astype(np.uint8))
             img.putpalette(np.array(colors + [(0, 0, 0)] * (256 - len(colors)), np.uint8).reshape(-1).tolist())
