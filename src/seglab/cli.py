@@ -213,6 +213,23 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from .serve import run_server
+    from .serve.app import ServeSettings
+
+    for name, value, low in (("--workers", args.workers, 1), ("--max-batch", args.max_batch, 1),
+                             ("--queue-limit", args.queue_limit, 1), ("--max-pixels", args.max_pixels, 1),
+                             ("--batch-wait-ms", args.batch_wait_ms, 0), ("--max-upload-mb", args.max_upload_mb, 0)):
+        if not value >= low or value != value:
+            raise SeglabError(f"{name} must be at least {low}, got {value}")
+    settings = ServeSettings(max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms, queue_limit=args.queue_limit,
+                             workers=args.workers, max_upload_bytes=int(args.max_upload_mb * 2**20),
+                             max_pixels=args.max_pixels)
+    run_server(args.model, host=args.host, port=args.port, device=args.device, settings=settings, log=_log,
+               access_log=not args.no_access_log, **_inference_options(args))
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -306,6 +323,27 @@ def build_parser() -> argparse.ArgumentParser:
                         "keeps every detection)")
     _add_inference_options(s)
     s.set_defaults(func=cmd_predict)
+
+    s = sub.add_parser("serve", help="serve models over HTTP with a page to try them in a browser "
+                                      "(needs pip install 'seglab[serve]')")
+    s.add_argument("--model", action="append", required=True, metavar="NAME_OR_FILE",
+                   help="a model file or a shipped model's name; repeat for several; ALIAS=FILE names it")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    s.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    s.add_argument("--workers", type=int, default=1, help="threads running the models (default 1)")
+    s.add_argument("--max-batch", type=int, default=4, help="images predicted together at most (default 4)")
+    s.add_argument("--batch-wait-ms", type=float, default=10.0,
+                   help="how long a free worker waits for more requests to batch (default 10 ms)")
+    s.add_argument("--queue-limit", type=int, default=32,
+                   help="requests held at once; beyond it 503 with Retry-After (default 32)")
+    s.add_argument("--max-upload-mb", type=float, default=20.0, help="largest upload in MiB (default 20)")
+    s.add_argument("--max-pixels", type=int, default=16_000_000,
+                   help="largest image in pixels, checked on the declared size before decoding (default 16e6)")
+    s.add_argument("--score-thresh", type=float, default=None,
+                   help="instance models: default lowest score of the segments returned (default: the model's, 0.5)")
+    s.add_argument("--no-access-log", action="store_true", help="do not log every request")
+    _add_inference_options(s)
+    s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("pack", help="make a trained model file ready to ship: no training-only heads, "
                                      "float16, default prediction settings")

@@ -127,6 +127,11 @@ class Task:
     def build_writer(self, out_dir: Path, model: nn.Module, options) -> Writer:
         raise NotImplementedError
 
+    def build_renderer(self, model: nn.Module, options):
+        """How `seglab serve` answers with this task's results (`seglab.serve.render`): JSON, label PNG,
+        overlay PNG."""
+        raise NotImplementedError
+
     # --- `seglab models --params` --------------------------------------------------------------------------
     def counting_kwargs(self, num_things: int) -> dict:
         """Extra entrypoint arguments to build a model of this task for a parameter count."""

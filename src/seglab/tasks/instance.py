@@ -168,3 +168,11 @@ class InstanceTask(Task):
                               category_ids=meta.get("category_ids") or list(range(1, num_classes + 1)),
                               score_threshold=options.score_thresh)
 
+    def build_renderer(self, model: nn.Module, options):
+        from ..serve.render import InstanceRenderer
+
+        meta = model.seglab_config
+        num_classes = meta["num_classes"]
+        return InstanceRenderer(meta.get("classes") or [str(i) for i in range(num_classes)],
+                                meta.get("category_ids") or list(range(1, num_classes + 1)), options.score_thresh)
+

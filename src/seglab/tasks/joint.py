@@ -130,6 +130,17 @@ class JointTask(Task):
         palettes = {s: stored.get(s) or default_palette(len(names)) for s, names in spaces.items()}
         return JointWriter(out_dir, palettes=palettes)
 
+    def build_renderer(self, model: nn.Module, options):
+        from ..data.palettes import default_palette
+        from ..models.joint import check_label_spaces
+        from ..serve.render import JointRenderer
+
+        meta = model.seglab_config
+        counts = check_label_spaces(meta.get("kwargs", {}).get("label_spaces"), meta["num_classes"])
+        spaces = meta.get("label_space_classes") or {s: [str(i) for i in range(n)] for s, n in counts.items()}
+        stored = meta.get("label_space_palettes") or {}
+        return JointRenderer(spaces, {s: stored.get(s) or default_palette(len(names)) for s, names in spaces.items()})
+
     def epoch_line(self, entry, epochs: int) -> str:
         line = super().epoch_line({k: v for k, v in entry.items() if k != f"val_{self.best_key}"}, epochs)
         spaces = [k[len("val_"):-len("_mIoU")] for k in entry if k.startswith("val_") and k.endswith("_mIoU")

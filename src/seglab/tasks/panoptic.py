@@ -166,6 +166,13 @@ class PanopticTask(InstanceTask):
         categories, class_to_category = model_categories(model.seglab_config)
         return PanopticWriter(out_dir, categories=categories, class_to_category=class_to_category)
 
+    def build_renderer(self, model: nn.Module, options):
+        from ..inference.panoptic import model_categories
+        from ..serve.render import PanopticRenderer
+
+        categories, class_to_category = model_categories(model.seglab_config)
+        return PanopticRenderer(categories, class_to_category)
+
     def counting_kwargs(self, num_things: int) -> dict:
         return {"num_things": num_things}
 

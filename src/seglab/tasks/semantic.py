@@ -187,3 +187,12 @@ class SemanticTask(Task):
 
         meta = model.seglab_config
         return SemanticWriter(out_dir, palette=meta.get("palette") or default_palette(meta["num_classes"]))
+
+    def build_renderer(self, model: nn.Module, options):
+        from ..data.palettes import default_palette
+        from ..serve.render import SemanticRenderer
+
+        meta = model.seglab_config
+        n = meta["num_classes"]
+        return SemanticRenderer(meta.get("classes") or [str(i) for i in range(n)],
+                                meta.get("palette") or default_palette(n))
