@@ -49,20 +49,24 @@ def run_evaluation(task, predictor, dataset, evaluator, runtime: Runtime | None 
 
 
 def evaluate_model(task, model: nn.Module, dataset, eval_config, runtime: Runtime, *,
-                   progress: bool = False) -> tuple[dict, dict]:
-    """Validation during training: predicts as `seglab eval` does with this config (sliding window and
-    TTA from `eval:`, the run's precision; no CRF); returns (summary values, full results)."""
-    predictor = task.build_predictor(model, validation_options(eval_config, runtime.precision))
+                   progress: bool = False, model_config: dict | None = None) -> tuple[dict, dict]:
+    """Validation during training: predicts as `seglab eval` does with this config (input size from
+    `model_config`'s `train_size`, the metadata best.safetensors gets; sliding window and TTA from `eval:`;
+    the run's precision; no CRF); returns (summary values, full results)."""
+    predictor = task.build_predictor(model, validation_options(eval_config, runtime.precision, model_config))
     evaluator = task.build_evaluator(dataset)
     results = run_evaluation(task, predictor, dataset, evaluator, runtime, progress=progress)
     return evaluator.summary(results), results
 
 
-def validation_options(eval_config, precision: str = "fp32"):
-    """The inference options of validation during training: the config's `eval:` without the CRF."""
+def validation_options(eval_config, precision: str = "fp32", model_config: dict | None = None):
+    """The inference options of validation during training: the training images' size (`train_size` of
+    `model_config`), then the config's `eval:` without the CRF."""
     from ..inference.options import resolve_options
 
-    return resolve_options(eval_config=eval_config, precision=precision).with_(crf=None)
+    train_size = (model_config or {}).get("train_size")
+    return resolve_options(model_config={"train_size": train_size} if train_size else None, eval_config=eval_config,
+                           precision=precision).with_(crf=None)
 
 
 def load_for_evaluation(cfg: Config, checkpoint: str | Path, *, device: str | torch.device = "cpu"):
@@ -117,18 +121,22 @@ def evaluate_and_report(model: nn.Module, dataset, out_dir: str | Path, *, task=
                         log: Callable[[str], None] = print) -> tuple[dict, dict, list[str]]:
     """`model` on every image of `dataset` with everything `seglab eval` reports: the task's tables
     printed and its files in `out_dir` (written by rank 0). `task` defaults to the model's;
-    `options` (`PredictOptions`) to the model file's stored settings. Returns (summary values, full
-    results, lines naming the files written)."""
+    `options` (`PredictOptions`) to the model file's training size and stored settings; with its
+    `backend` "auto" (the default), the fast path `seglab predict` takes (`seglab.inference.load.fast_path`:
+    the same labels). Returns (summary values, full results, lines naming the files written)."""
+    from ..inference.load import fast_path
     from ..inference.options import resolve_options
     from ..tasks import task_for_model
 
     task = task or task_for_model(model.seglab_config["name"])
-    options = options or resolve_options(stored=getattr(model, "seglab_config", {}).get("inference"))
+    options = options or resolve_options(model_config=getattr(model, "seglab_config", {}))
     runtime = runtime or Runtime(device=next(model.parameters()).device)
     out = Path(out_dir)
     evaluator = task.build_evaluator(dataset, out_dir=out, detailed=True)
-    results = run_evaluation(task, task.build_predictor(model, options), dataset, evaluator, runtime,
-                             progress=progress)
+    predictor = task.build_predictor(model, options)
+    if options.backend == "auto":
+        fast_path(predictor)
+    results = run_evaluation(task, predictor, dataset, evaluator, runtime, progress=progress)
     written = []
     if runtime.is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -141,15 +149,16 @@ def evaluate_checkpoint(cfg: Config, checkpoint: str | Path, *, out_dir: str | P
                         **options) -> tuple[dict, dict, list[str]]:
     """`seglab eval`: the checkpoint on the config's validation split; rank 0 prints the tables and writes
     the files into `out_dir` (default: `<checkpoint folder>/eval`). Inference options: the model file's
-    stored settings, then the config's `eval:`, then `options` (`slide`, `tta`, `crf` as on the command
-    line, `precision`; see `seglab.inference.options.resolve_options`). Returns (summary, results, the
+    training size and stored settings, then the config's `eval:`, then `options` (`imgsz`, `scale`,
+    `slide`, `tta`, `crf` as on the command line, `precision`, `backend`; see
+    `seglab.inference.options.resolve_options`). Returns (summary, results, the
     lines naming what was written). Runs sharded under torchrun."""
     from ..inference.options import resolve_options
 
     precision = options.get("precision") or ("bf16" if options.get("bf16") else None)
     runtime = Runtime.create(device or cfg.train.device, precision or "fp32")
     model, val_ds, task = load_for_evaluation(cfg, checkpoint, device=runtime.device)
-    resolved = resolve_options(stored=model.seglab_config.get("inference"), eval_config=cfg.eval, **options)
+    resolved = resolve_options(model_config=model.seglab_config, eval_config=cfg.eval, **options)
     out = Path(out_dir) if out_dir else Path(checkpoint).parent / "eval"
     return evaluate_and_report(model, val_ds, out, task=task, options=resolved, runtime=runtime,
                                progress=progress, log=log)

@@ -112,7 +112,7 @@ class JointTask(Task):
         from ..inference.joint import JointPredictor
 
         self.refuse_options(options.semantic_options(), model_name(model))
-        return JointPredictor(model, precision=options.precision)
+        return JointPredictor(model, precision=options.precision, resize=options.resize)
 
     def build_evaluator(self, dataset, *, out_dir: Path | None = None, detailed: bool = False):
         return JointEvaluator(dataset)
@@ -125,7 +125,7 @@ class JointTask(Task):
         spaces = meta.get("label_space_classes") or {}
         stored = meta.get("label_space_palettes") or {}
         palettes = {s: stored.get(s) or default_palette(len(names)) for s, names in spaces.items()}
-        return JointWriter(out_dir, palettes=palettes)
+        return JointWriter(out_dir, palettes=palettes, classes=spaces)
 
     def epoch_line(self, entry, epochs: int) -> str:
         line = super().epoch_line({k: v for k, v in entry.items() if k != f"val_{self.best_key}"}, epochs)
