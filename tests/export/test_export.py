@@ -105,12 +105,37 @@ def test_folding_keeps_outputs_and_refuses_when_it_would_not():
         fold_conv_bn(Shared().eval(), lambda m: m(x))
 
 
-def test_instance_models_and_bad_options_are_one_line_errors(tmp_path, capsys):
-    model = seglab.create_model("yolact_resnet18", num_classes=3, width=8, fpn_channels=16, head_channels=16,
-                                num_prototypes=8)
-    path = seglab.save_model(model, tmp_path / "y.safetensors")
-    assert main(["export", str(path), "--out", str(tmp_path / "y.onnx")]) == 2
+@pytest.mark.parametrize("name", ["yolact_resnet18", "affinity_resnet18"])
+def test_split_instance_models_export_with_python_post_processing(name, tmp_path):
+    from tiny_settings import load_tiny_settings
+
+    from seglab.export.instances import OnnxInstanceModel
+
+    torch.manual_seed(0)
+    model = seglab.create_model(name, num_classes=3, **load_tiny_settings("tiny_instance")[name]).eval()
+    path = seglab.save_model(model, tmp_path / "m.safetensors", classes=list("abc"), extra={"train_size": [64, 80]})
+    result = export_model(path, "onnx", out=tmp_path / "m.onnx")
+    checks = result.checks
+    assert checks["same_count"] and checks["detections"] > 0 and checks["mask_agreement"] >= 0.999
+    assert checks["max_score_diff"] < 1e-4 and checks["max_box_diff"] < 1e-2
+    assert read_onnx_metadata(result.path)["export"]["size"] == [64, 96]   # rounded up to the stride
+    predictor = Predictor.from_pretrained(result.path)
+    assert isinstance(predictor.model, OnnxInstanceModel)
+    image = np.random.default_rng(0).integers(0, 256, (70, 90, 3), dtype=np.uint8)
+    got = predictor(image)
+    ref = Predictor.from_pretrained(path, imgsz="64x96")(image)  # PyTorch at the graph's size
+    assert got.masks.shape == (len(got.scores), 70, 90) and len(got.scores) == len(ref.scores)
+    assert torch.allclose(got.scores, ref.scores, atol=1e-4)
+
+
+def test_unsplit_models_and_bad_options_are_one_line_errors(tmp_path, capsys):
+    from tiny_settings import load_tiny_settings
+
+    name = "mask_rcnn_resnet18_fpn"
+    model = seglab.create_model(name, num_classes=3, **load_tiny_settings("tiny_instance")[name])
+    path = seglab.save_model(model, tmp_path / "r.safetensors")
+    assert main(["export", str(path), "--out", str(tmp_path / "r.onnx")]) == 2
     err = capsys.readouterr().err
-    assert "instance model" in err and len(err.strip().splitlines()) == 1
+    assert "RoI" in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "r.onnx").exists()
     assert main(["export", str(path), "--format", "pt2", "--int8"]) == 2
     assert "--int8" in capsys.readouterr().err

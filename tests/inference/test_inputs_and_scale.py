@@ -1,6 +1,6 @@
 """What `seglab predict` reads (recursive folders mirrored into the output folder, outputs that never
 overwrite inputs, the default output folder) and the scale images are predicted at."""
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 import pytest

@@ -16,109 +16,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from ..errors import SeglabError
+from .checks import ExportResult, compare, export_size, image_files, normalised_inputs
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "pt2": ".pt2"}
 MIN_AGREEMENT = 0.999       # float32 exports: share of pixels whose label must agree with PyTorch
-DEFAULT_SIZE = (512, 512)   # export size of a model that does not record its training size
-
-
-@dataclass
-class ExportResult:
-    path: Path
-    checks: dict = field(default_factory=dict)       # {"max_rel_diff", "agreement", "images", "real_images"}
-    int8_path: Path | None = None
-    int8_checks: dict = field(default_factory=dict)
-
-    @property
-    def summary(self) -> str:
-        def line(c):
-            return (f"labels agree with PyTorch on {100 * c['agreement']:.3f}% of pixels, largest logit difference "
-                    f"{c['max_rel_diff']:.1e} of the largest logit")
-        where = f"{self.checks['images']} {'real' if self.checks['real_images'] else 'generated'} image(s)"
-        s = f"checked on {where}: {line(self.checks)}"
-        if self.int8_path is not None:
-            s += f"; int8 file {self.int8_path}: {line(self.int8_checks)}"
-        return s
-
-
-def export_size(model: nn.Module, imgsz) -> tuple[int, int]:
-    if imgsz is None:
-        train = getattr(model, "seglab_config", {}).get("train_size")
-        return tuple(int(v) for v in train) if train else DEFAULT_SIZE
-    if isinstance(imgsz, int):
-        return (imgsz, imgsz)
-    if isinstance(imgsz, str):
-        parts = imgsz.lower().split("x")
-        try:
-            nums = [int(p) for p in parts]
-        except ValueError:
-            raise SeglabError(f"--imgsz: expected HxW like 360x480, got {imgsz!r}") from None
-        if len(nums) not in (1, 2) or min(nums) < 1:
-            raise SeglabError(f"--imgsz: expected HxW like 360x480, got {imgsz!r}")
-        return (nums[0], nums[-1])
-    h, w = imgsz
-    return (int(h), int(w))
-
-
-def generated_images(size: tuple[int, int], count: int = 4, seed: int = 0) -> list[np.ndarray]:
-    """Smooth random pictures (bilinear-upsampled coarse noise plus fine noise): a stand-in when no real
-    images are given."""
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for _ in range(count):
-        coarse = torch.rand(1, 3, 6, 8, generator=g)
-        img = torch.nn.functional.interpolate(coarse, size=size, mode="bilinear", align_corners=False)[0]
-        img = (img * 0.85 + 0.15 * torch.rand(3, *size, generator=g)).clamp(0, 1)
-        out.append((img.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy())
-    return out
-
-
-def image_files(paths: Sequence[str | os.PathLike] | str | os.PathLike | None, limit: int = 16) -> list[Path]:
-    from ..inference.inputs import collect_inputs
-
-    if paths is None:
-        return []
-    items = collect_inputs([paths] if isinstance(paths, (str, os.PathLike)) else list(paths))
-    return [i.path for i in items if not i.is_video][:limit]
-
-
-def normalised_inputs(model: nn.Module, files: Sequence[Path], size: tuple[int, int]) -> tuple[list[torch.Tensor], bool]:
-    """(normalised (1, C, h, w) tensors at `size`, whether they come from real images)."""
-    from ..data.io import read_photo
-    from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize_image
-    from ..inference.scale import resize_images
-
-    config = getattr(model, "seglab_config", {})
-    in_channels = int(config.get("kwargs", {}).get("in_channels", 3))
-    arrays = [read_photo(f, in_channels)[0] for f in files] or generated_images(size)
-    if in_channels != 3 and not files:
-        arrays = [a[:, :, :1].repeat(in_channels, axis=2) for a in arrays]
-    mean, std = config.get("mean", IMAGENET_MEAN), config.get("std", IMAGENET_STD)
-    tensors = [resize_images(normalize_image(a, mean, std)[None], size) for a in arrays]
-    return tensors, bool(files)
-
-
-def compare(reference: Callable, exported: Callable, inputs: Sequence[torch.Tensor]) -> dict:
-    """Largest logit difference (relative to the largest logit) and label agreement over `inputs`."""
-    agree = total = 0
-    worst = 0.0
-    with torch.no_grad():
-        for x in inputs:
-            ref, got = reference(x).float(), exported(x).float()
-            if ref.shape != got.shape:
-                raise SeglabError(f"the exported graph returns {tuple(got.shape)}, PyTorch {tuple(ref.shape)}")
-            worst = max(worst, (ref - got).abs().max().item() / (ref.abs().max().item() + 1e-12))
-            agree += (ref.argmax(1) == got.argmax(1)).sum().item()
-            total += ref.shape[0] * ref.shape[2] * ref.shape[3]
-    return {"max_rel_diff": worst, "agreement": agree / total, "images": len(inputs)}
 
 
 def export_model(model_or_source, fmt: str = "onnx", *, out: str | os.PathLike | None = None, dynamic: bool = False,
@@ -140,10 +47,13 @@ def export_model(model_or_source, fmt: str = "onnx", *, out: str | os.PathLike |
     if not config:
         raise SeglabError("the model was not built by seglab.create_model / load_model (no seglab_config)")
     task = model_task(config["name"])
-    if task != "semantic":
-        raise SeglabError(f"{config['name']} is a {task} model: seglab export writes semantic models (instance and "
-                          f"panoptic graphs hold NMS, RoI steps and mask pasting; see docs/deploy.md)")
     size = export_size(model, imgsz)
+    if task == "instance" and fmt == "onnx" and not int8 and precision == "fp32":
+        return export_split(model, out, size, config, opset=opset, files=image_files(verify if verify else calibration),
+                            log=log)
+    if task != "semantic":
+        raise SeglabError(f"{config['name']} is a {task} model: seglab export writes semantic models, and YOLACT and "
+                          f"affinity instance models as fp32 ONNX (graph + Python post-processing; see docs/deploy.md)")
     if out is None:
         src = Path(str(model_or_source)) if not isinstance(model_or_source, nn.Module) else Path(config["name"])
         stem = src.name.removesuffix(".safetensors") if src.is_file() else src.name
@@ -192,4 +102,44 @@ def export_model(model_or_source, fmt: str = "onnx", *, out: str | os.PathLike |
         result.int8_path = quantize_int8(out, out.with_name(out.name.removesuffix(".onnx") + ".int8.onnx"),
                                          [x.numpy() for x in calib])
         result.int8_checks = {**compare(model, OnnxModel(result.int8_path), inputs), "real_images": real}
+    return result
+
+
+def export_split(model: nn.Module, out, size: tuple[int, int], config: dict, *, opset: int | None = None,
+                 files=(), log: Callable[[str], None] | None = None):
+    """Export a split instance model to ONNX at `size` (rounded up to the family's stride) and check the
+    runtime's detections against PyTorch's on `files` (or generated images)."""
+    from .. import __version__
+    from .instances import compare_instances, export_instance_onnx, split_for
+    from .runtime import load_onnx_model
+
+    split = split_for(model)
+    if split is None:
+        raise SeglabError(f"{config['name']}: instance models of this family are not exported (their RoI heads need "
+                          f"several graphs; YOLACT and the affinity network are; see docs/deploy.md)")
+    d = split.divisor
+    size = (-(-size[0] // d) * d, -(-size[1] // d) * d)
+    out = Path(out) if out is not None else Path(f"{config['name']}.onnx")
+    inference = {**(config.get("inference") or {}), "imgsz": list(size)}
+    inference.pop("scale", None)
+    metadata = {**config, "inference": inference,
+                "export": {"format": "onnx", "size": list(size), "dynamic": False, "precision": "fp32",
+                           "opset": opset or 17, "exporter": "torchscript", "split": list(split.outputs),
+                           "torch": torch.__version__, "seglab": __version__}}
+    export_instance_onnx(model, out, size, metadata=metadata, opset=opset)
+    if log is not None:
+        log(f"exported {config['name']} ({size[0]}x{size[1]}; NMS and masks stay in Python) to {out}; checking it")
+    exported = load_onnx_model(out)
+    inputs, real = normalised_inputs(model, list(files), size)
+    with torch.no_grad():
+        reference = [model([x[0]])[0] for x in inputs]
+        got = [exported([x[0]])[0] for x in inputs]
+    checks = compare_instances(reference, got)
+    total = sum(len(r.scores) for r in reference)
+    agreement = checks["mask_agreement"] if checks["same_count"] else 0.0
+    result = ExportResult(out, {"agreement": agreement, "max_rel_diff": checks["max_score_diff"], "images": len(inputs),
+                                "real_images": real, **checks, "detections": total})
+    if not checks["same_count"] or checks["mask_agreement"] < 0.999:
+        out.unlink(missing_ok=True)
+        raise SeglabError(f"{config['name']}: the exported model's detections differ from PyTorch's ({checks}); file removed")
     return result

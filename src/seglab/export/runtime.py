@@ -97,12 +97,16 @@ class OnnxModel(nn.Module):
         size = "any size" if self.fixed_size is None else f"{self.fixed_size[0]}x{self.fixed_size[1]}"
         return f"{self.path.name}: {info.get('precision', 'fp32')}, {size}, onnxruntime {require_onnxruntime().__version__}"
 
+    def run(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Every output of the graph for the input batch `x`, as float32 tensors."""
+        feed = x.detach().float().cpu().contiguous().numpy().astype(self.input_dtype, copy=False)
+        return [torch.from_numpy(o).float() for o in self.session.run(None, {self.input_name: feed})]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = tuple(x.shape[-2:])
         if self.fixed_size is not None and size != self.fixed_size:
             x = F.interpolate(x, size=self.fixed_size, mode="bilinear", align_corners=False)
-        feed = x.detach().float().cpu().contiguous().numpy().astype(self.input_dtype, copy=False)
-        out = torch.from_numpy(self.session.run(None, {self.input_name: feed})[0]).float()
+        out = self.run(x)[0]
         if out.shape[-2:] != size:
             out = F.interpolate(out, size=size, mode="bilinear", align_corners=False)
         return out
@@ -111,5 +115,18 @@ class OnnxModel(nn.Module):
         return super().train(False)  # an exported graph has no training mode
 
 
-def load_onnx_model(path, *, threads: int | None = None) -> OnnxModel:
-    return OnnxModel(path, threads=threads)
+def load_onnx_model(path, *, threads: int | None = None) -> nn.Module:
+    """An exported file as a seglab model: semantic models as `OnnxModel`; split instance models (graph +
+    the model's own post-processing) as `seglab.export.instances.OnnxInstanceModel`."""
+    from ..registry import model_task
+
+    model = OnnxModel(path, threads=threads)
+    if model_task(model.seglab_config["name"]) == "semantic":
+        return model
+    from .instances import OnnxInstanceModel, python_half, split_for
+
+    half = python_half(model.seglab_config)
+    split = split_for(half)
+    if split is None:
+        raise SeglabError(f"{path}: holds a {model.seglab_config['name']} graph, which seglab does not run from ONNX")
+    return OnnxInstanceModel(model, split, half)
