@@ -139,3 +139,21 @@ def test_unsplit_models_and_bad_options_are_one_line_errors(tmp_path, capsys):
     assert "RoI" in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "r.onnx").exists()
     assert main(["export", str(path), "--format", "pt2", "--int8"]) == 2
     assert "--int8" in capsys.readouterr().err
+
+
+def test_seglab_eval_runs_an_onnx_file_like_its_model(tiny_synthetic, tmp_path, capsys):
+    import json
+
+    import yaml
+
+    torch.manual_seed(0)
+    model = seglab.create_model("bisenetv2", num_classes=6, **TINY).eval()
+    path = seglab.save_model(model, tmp_path / "m.safetensors", extra={"train_size": [48, 64]})
+    export_model(path, "onnx", out=tmp_path / "m.onnx", dynamic=True)
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump({"model": {"name": "bisenetv2", "kwargs": TINY},
+                                   "data": {"name": "synthetic", "root": str(tiny_synthetic)}}))
+    for ckpt, out in [(path, "pt"), (tmp_path / "m.onnx", "onnx")]:
+        assert main(["eval", str(cfg), "--checkpoint", str(ckpt), "--out", str(tmp_path / out)]) == 0
+    pt, onnx = (json.loads((tmp_path / o / "eval_metrics.json").read_text()) for o in ("pt", "onnx"))
+    assert np.array_equal(pt["confusion"], onnx["confusion"])

@@ -71,8 +71,8 @@ def validation_options(eval_config, precision: str = "fp32", model_config: dict 
 
 def load_for_evaluation(cfg: Config, checkpoint: str | Path, *, device: str | torch.device = "cpu"):
     """(model in eval mode on `device`, the config's validation set, the task) for a checkpoint: a seglab
-    model file (e.g. best.safetensors, or the name of a shipped model), a training state (last.pt) or a
-    torchvision checkpoint of the config's architecture."""
+    model file (e.g. best.safetensors, or the name of a shipped model), an exported .onnx file (run by
+    onnxruntime), a training state (last.pt) or a torchvision checkpoint of the config's architecture."""
     from ..hub import load_model, load_weights, read_model_metadata, resolve_model_file
     from ..registry import model_task
     from ..tasks import task_for_model
@@ -85,7 +85,14 @@ def load_for_evaluation(cfg: Config, checkpoint: str | Path, *, device: str | to
     except SeglabError:
         raise SeglabError(f"checkpoint not found: {checkpoint}") from None
     _, val_ds = task.build_datasets(cfg, train=False)
-    meta = _seglab_metadata(ckpt, read_model_metadata)
+    if ckpt.suffix.lower() == ".onnx":  # an exported file carries its metadata like a model file does
+        from ..inference.load import load_any_model
+
+        model = load_any_model(ckpt, device=device)
+        meta = model.seglab_config
+    else:
+        meta = _seglab_metadata(ckpt, read_model_metadata)
+        model = None
     if meta is not None:  # a seglab model file describes its own architecture (maybe packed without aux heads)
         if model_task(meta["name"]) != task.name:
             raise SeglabError(f"{ckpt}: holds a {model_task(meta['name'])} model ({meta['name']}) but the config's "
@@ -93,7 +100,7 @@ def load_for_evaluation(cfg: Config, checkpoint: str | Path, *, device: str | to
         if meta["num_classes"] != val_ds.num_classes:
             raise SeglabError(f"{ckpt}: the model predicts {meta['num_classes']} classes, the config's data set "
                               f"has {val_ds.num_classes}")
-        model = load_model(ckpt, device=device)
+        model = model if model is not None else load_model(ckpt, device=device)
     else:  # the checkpoint replaces whatever initial weights the config names
         no_init = cfg.model_copy(update={"model": cfg.model.model_copy(update={"weights": None,
                                                                               "backbone_weights": None})})
@@ -130,7 +137,7 @@ def evaluate_and_report(model: nn.Module, dataset, out_dir: str | Path, *, task=
 
     task = task or task_for_model(model.seglab_config["name"])
     options = options or resolve_options(model_config=getattr(model, "seglab_config", {}))
-    runtime = runtime or Runtime(device=next(model.parameters()).device)
+    runtime = runtime or Runtime(device=next(model.parameters(), torch.empty(0)).device)
     out = Path(out_dir)
     evaluator = task.build_evaluator(dataset, out_dir=out, detailed=True)
     predictor = task.build_predictor(model, options)
