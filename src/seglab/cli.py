@@ -157,7 +157,7 @@ def cmd_predict(args) -> int:
     out = Path(args.out) if args.out else default_out_dir()
     lines = predict_to_folder(source, args.inputs, out, device=args.device, progress=_show_progress(),
                               save_frames=args.save_frames, log=_log, **_inference_options(args))
-    for line in lines[1:]:  # the first line (how it predicts) was logged before predicting
+    for line in lines:
         _log(line)
     return 0
 

@@ -22,8 +22,8 @@ def predict_to_folder(model_or_source, inputs: Iterable[str | Path], out_dir: st
     """Predict every image and video of `inputs` (files or folders, walked recursively) into `out_dir`
     (default: a new `runs/predict/<n>`) with the task's writer (label PNGs and overlays; instance
     overlays and COCO JSON; panoptic PNGs and COCO panoptic JSON; videos of overlays, with the
-    per-frame files when `save_frames`); returns the lines that say how it predicted and what was written.
-    `log` gets the notes on converted images as they come."""
+    per-frame files when `save_frames`); returns the lines that say what was written. `log` gets a line
+    saying how it predicts (scale, TTA, the fast path taken) and the notes on converted images."""
     from ..inference.files import predict_to_files
     from ..inference.inputs import collect_inputs, default_out_dir
 
@@ -31,10 +31,9 @@ def predict_to_folder(model_or_source, inputs: Iterable[str | Path], out_dir: st
     items = collect_inputs([str(i) for i in inputs], out)
     task, predictor, resolved = load_predictor(model_or_source, device=device, **options)
     writer = task.build_writer(out, predictor.model, resolved)
-    how = describe(predictor, resolved)
     if log is not None:
-        log(how)
-    return [how, *predict_to_files(predictor, writer, items, progress=progress, log=log, save_frames=save_frames)]
+        log(describe(predictor, resolved))
+    return predict_to_files(predictor, writer, items, progress=progress, log=log, save_frames=save_frames)
 
 
 def describe(predictor, options) -> str:

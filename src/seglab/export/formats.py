@@ -8,9 +8,9 @@ the weights and arithmetic are in that precision and the graph casts its input a
 always exchange float32. BatchNorm is folded into the convolutions first (`seglab.export.fold`).
 
 ONNX goes through PyTorch's TorchScript-based exporter by default (`exporter="torchscript"`): about a
-second for a small model, and it exports every seglab semantic model except the few listed in
-`NOT_EXPORTABLE` (docs/deploy.md). `exporter="dynamo"` uses the torch.export-based exporter (it needs
-`onnxscript`; minutes per model on 2 CPU cores), which exports CCNet too. The model's seglab metadata
+second for a small model, and it exports every seglab semantic model except the ones in `NOT_EXPORTABLE`
+(docs/deploy.md). `exporter="dynamo"` uses the torch.export-based exporter (it needs `onnxscript`; a
+minute or more per model on 2 CPU cores), which exports SegNet at a fixed size. The model's seglab metadata
 (name, classes, palette, mean/std, training size, prediction settings) and the export settings travel in
 the file: ONNX `metadata_props["seglab"]`, and an extra file `seglab.json` in TorchScript and .pt2 archives.
 """
@@ -33,7 +33,8 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # {name: why}. The reason is specific to the export route, not to the model.
 NOT_EXPORTABLE = {
     "segnet_vgg16": "max-unpooling with the encoder's indices: F.max_unpool2d checks its output size with a "
-                    "tensor condition the TorchScript exporter cannot trace",
+                    "tensor condition the TorchScript exporter cannot trace; export it with --exporter dynamo "
+                    "(pip install onnxscript) at a fixed size",
 }
 # Exportable only at a fixed size whose stride-8 feature map the pyramid bins (1, 2, 3, 6) divide, i.e.
 # height and width multiples of 48: ONNX has no adaptive pooling, so the exporter writes fixed windows.
