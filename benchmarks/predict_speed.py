@@ -44,18 +44,23 @@ def predictor_for(model, *, tta: bool, precision: str = "fp32", channels_last: b
     return TTAPredictor(p, flip=True) if tta else p
 
 
-def images_per_second(predictor, batches: list[torch.Tensor], seconds: float) -> tuple[float, list[torch.Tensor]]:
-    """Images per second over whole passes of `batches` (at least `seconds` long after one warm-up pass),
-    and the labels of the last pass."""
+def images_per_second(predictor, batches: list[torch.Tensor], seconds: float) -> tuple[float, float, list[torch.Tensor]]:
+    """(images per second of wall time, CPU seconds per image over all threads) over whole passes of
+    `batches` (at least `seconds` long after one warm-up pass), and the labels of the last pass."""
     with torch.inference_mode():
         labels = [r.labels for b in batches for r in predictor.predict_tensors(b)]  # warm-up
-        n, t0 = 0, time.perf_counter()
+        n, t0, c0 = 0, time.perf_counter(), time.process_time()
         while True:
             labels = [r.labels for b in batches for r in predictor.predict_tensors(b)]
             n += sum(len(b) for b in batches)
             if time.perf_counter() - t0 >= seconds:
                 break
-    return n / (time.perf_counter() - t0), labels
+    return n / (time.perf_counter() - t0), (time.process_time() - c0) / n, labels
+
+
+def load() -> float:
+    """The 1-minute load average: other processes on the machine (a quiet 2-core machine reads ~2 here)."""
+    return round(os.getloadavg()[0], 2)
 
 
 def agreement(labels, reference) -> float:
@@ -134,12 +139,13 @@ def main() -> None:
             for batch in (1, 8):
                 if name in args.skip:
                     continue
-                ips, labels = images_per_second(make(tta), batches[batch], args.seconds)
+                ips, cpu, labels = images_per_second(make(tta), batches[batch], args.seconds)
                 if name == "eager_fp32" and batch == 1:
                     reference = labels
                 emit(model=args.model, size=list(size), variant=name, batch=batch,
                      tta="flip" if tta else "none", stored_setting=tta == stored_tta,
                      images_per_s=round(ips, 2), ms_per_image=round(1000 / ips, 1),
+                     cpu_ms_per_image=round(1000 * cpu, 1), load=load(),
                      agreement=round(agreement(labels, reference), 5), note=notes.get(name, ""))
 
     if args.cli_images:
@@ -155,13 +161,15 @@ def main() -> None:
             out = tmp / f"out_{len(extra)}_{extra[-1] if extra else 'default'}"
             cmd = [sys.executable, "-m", "seglab.cli", "predict", "--model", args.model, str(folder), "--out", str(out),
                    *extra]
-            t0 = time.perf_counter()
+            t0, usage0 = time.perf_counter(), os.times()
             proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-            wall = time.perf_counter() - t0
+            wall, usage1 = time.perf_counter() - t0, os.times()
+            cpu = (usage1.children_user + usage1.children_system) - (usage0.children_user + usage0.children_system)
             if proc.returncode != 0:
                 raise SystemExit(proc.stderr)
             how = next((line for line in proc.stdout.splitlines() if line.startswith("predicting with")), "")
             emit(model=args.model, variant=label, images=n, wall_s=round(wall, 2), images_per_s=round(n / wall, 2),
+                 cpu_s=round(cpu, 1), load=load(),
                  note=f"whole command: start-up, model load, reading, prediction, label PNG + overlay PNG writing; {how}")
     shutil.rmtree(tmp, ignore_errors=True)
 

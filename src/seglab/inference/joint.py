@@ -26,7 +26,7 @@ class JointPredictor(ModelPredictor):
         x = x[None] if target is None else resize_images(x[None], target)
         with self.autocast():
             out = self.model(self.prepare(x.to(self.device)))
-        return {space: (resize_maps(logits.float(), size) if target is not None else logits.float())[0].argmax(0).cpu()
+        return {space: (resize_maps(logits.float(), size) if target is not None else logits.float())[0].max(0).indices.cpu()
                 for space, logits in out.items()}
 
 
