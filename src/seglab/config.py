@@ -83,6 +83,8 @@ class TrainConfig(_Strict):
     accumulate_steps: int = Field(1, ge=1)
     # Distributed runs: BatchNorm statistics over the whole global batch (SyncBatchNorm).
     sync_bn: bool = False
+    # Run the network through torch.compile (first step compiles; falls back to eager with a message).
+    compile: bool = False
     channels_last: bool = False
     class_weights: Literal["none", "median_frequency", "sqrt_median_frequency"] = "none"
     ohem: OHEMConfig | None = None

@@ -34,6 +34,7 @@ from tqdm import tqdm
 from ..config import Config, dump_config
 from ..errors import SeglabError
 from ..utils.io import write_text_atomic
+from ..tasks.base import check_batch_size
 from .checkpoint import check_resume, load_checkpoint, save_checkpoint
 from .clock import TrainingClock
 from .evaluation import evaluate_model
@@ -104,8 +105,6 @@ def train(cfg: Config, *, resume: bool = False, progress: bool | None = None, lo
     last_path, best_path = out / "last.pt", out / "best.safetensors"
     torch.manual_seed(t_cfg.seed)
     train_ds, val_ds = task.build_datasets(cfg)
-    from ..tasks.base import check_batch_size
-
     check_batch_size(cfg, train_ds, runtime.world_size)
     model = task.build_model(cfg, train_ds)
     if t_cfg.channels_last:
@@ -129,22 +128,9 @@ def train(cfg: Config, *, resume: bool = False, progress: bool | None = None, lo
     config_dict = cfg.model_dump(mode="json")
     start_epoch, history, best = 0, [], {task.best_key: -math.inf, "epoch": -1}
     if resume:
-        if not last_path.is_file():
-            raise SeglabError(f"--resume: no checkpoint to resume from at {last_path}")
-        state = load_checkpoint(last_path, map_location=runtime.device)
-        check_resume(state, last_path, config=config_dict, world_size=runtime.world_size)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if "scaler" in state:
-            scaler.load_state_dict(state["scaler"])
+        state = _resume(last_path, config_dict, runtime, model, optimizer, scheduler, scaler, log)
         start_epoch, history = state["epoch"] + 1, list(state["history"])
         best = dict(state["best"]) if task.best_key in state["best"] else best
-        log(f"resumed from {last_path} at epoch {start_epoch + 1}/{t_cfg.epochs}")
-        saved_epochs = state.get("config", {}).get("train", {}).get("epochs", t_cfg.epochs)
-        if saved_epochs != t_cfg.epochs:
-            log(f"train.epochs changed from {saved_epochs} to {t_cfg.epochs}: the learning rate now decays over "
-                f"{t_cfg.epochs} epochs")
     net = model
     if runtime.distributed:
         net = nn.parallel.DistributedDataParallel(
@@ -165,7 +151,7 @@ def train(cfg: Config, *, resume: bool = False, progress: bool | None = None, lo
     show = show_progress(progress) and runtime.is_main
     final_metrics = None
     clock = TrainingClock(t_cfg, history, val_key=f"val_{task.best_key}")
-    step_fn = TrainStep(net, loss, optimizer, scheduler, scaler, runtime, task, t_cfg)
+    step_fn = TrainStep(net, loss, optimizer, scheduler, scaler, runtime, task, t_cfg, log=log)
     for epoch in range(start_epoch, t_cfg.epochs):
         if runtime.broadcast_object(clock.out_of_time(log)):
             break
@@ -191,6 +177,7 @@ def train(cfg: Config, *, resume: bool = False, progress: bool | None = None, lo
         bar.close()
         sums = _mean_over_ranks(sums, steps, runtime)
         entry = {"epoch": epoch + 1, "iteration": scheduler.last_epoch, "train_loss": sums.pop("loss", math.nan),
+                 **step_fn.pop_compile_report(),
                  **{f"train_{k}" if k.startswith("loss") else f"train_loss_{k}": v for k, v in sums.items()},
                  "lr": scheduler.get_last_lr()[0], "epoch_time_s": round(time.perf_counter() - t0, 3),
                  "train_minutes": clock.minutes}
@@ -227,13 +214,46 @@ def train(cfg: Config, *, resume: bool = False, progress: bool | None = None, lo
 class TrainStep:
     """One optimizer step over `accumulate_steps` batches: autocast forward, float32 losses, a finite-loss
     check (agreed by every rank), scaled backward (gradients synchronised on the last batch only), clipping,
-    optimizer and schedule step. Returns the step's mean losses (detached tensors on the device)."""
+    optimizer and schedule step. Returns the step's mean losses (detached tensors on the device).
 
-    def __init__(self, net, loss, optimizer, scheduler, scaler, runtime: Runtime, task, t_cfg):
+    `train.compile`: the network runs through `torch.compile`; the first step (which compiles) is timed
+    and reported apart (`compile_s` in metrics.jsonl), and a network that does not compile trains eagerly
+    after a one-line message saying why."""
+
+    def __init__(self, net, loss, optimizer, scheduler, scaler, runtime: Runtime, task, t_cfg,
+                 log: Callable[[str], None] = print):
         self.net, self.loss, self.optimizer, self.scheduler, self.scaler = net, loss, optimizer, scheduler, scaler
-        self.runtime, self.task, self.t_cfg = runtime, task, t_cfg
+        self.runtime, self.task, self.t_cfg, self.log = runtime, task, t_cfg, log
+        self.eager_net = net
+        self.compiling = bool(getattr(t_cfg, "compile", False))
+        if self.compiling:
+            self.net = torch.compile(net)
+        self.compile_report: dict = {}
 
-    def __call__(self, batches: list, epoch: int) -> dict[str, float]:
+    def __call__(self, batches: list, epoch: int) -> dict[str, torch.Tensor]:
+        if not self.compiling:
+            return self._step(batches, epoch)
+        self.compiling = False
+        t0 = time.perf_counter()
+        try:
+            losses = self._step(batches, epoch)
+        except SeglabError:
+            raise
+        except Exception as e:  # dynamo / inductor cannot handle the model: say so and train eagerly
+            first = (str(e).splitlines() or [""])[0][:160]
+            self.log(f"torch.compile failed ({type(e).__name__}: {first}); training continues without it")
+            self.net = self.eager_net
+            self.compile_report = {"compile_s": None}
+            return self._step(batches, epoch)
+        self.compile_report = {"compile_s": round(time.perf_counter() - t0, 2)}
+        self.log(f"torch.compile: the first step, compilation included, took {self.compile_report['compile_s']:.1f}s")
+        return losses
+
+    def pop_compile_report(self) -> dict:
+        report, self.compile_report = self.compile_report, {}
+        return report
+
+    def _step(self, batches: list, epoch: int) -> dict[str, torch.Tensor]:
         rt, k = self.runtime, len(batches)
         totals: dict[str, torch.Tensor] = {}
         self.optimizer.zero_grad(set_to_none=True)
@@ -243,7 +263,7 @@ class TrainStep:
             if self.t_cfg.channels_last and isinstance(inputs, torch.Tensor):
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
             last = i == k - 1
-            sync = contextlib.nullcontext() if last or not rt.distributed else self.net.no_sync()
+            sync = contextlib.nullcontext() if last or not rt.distributed else self.eager_net.no_sync()
             with sync:
                 with rt.autocast():
                     outputs = self.loss.forward(self.net, inputs, targets)
@@ -270,6 +290,28 @@ class TrainStep:
         if not bool(finite.item()):
             raise SeglabError(f"loss became {loss.item()} at epoch {epoch + 1}; lower train.lr "
                               f"(now {self.t_cfg.lr}) or enable train.grad_clip")
+
+
+def _resume(last_path: Path, config: dict, runtime: Runtime, model, optimizer, scheduler, scaler,
+            log: Callable[[str], None]) -> dict:
+    """Restore model, optimizer, schedule and gradient scaler from last.pt (after checking that it is the
+    same run: config and process count); returns the checkpoint for its epoch, history and best."""
+    if not last_path.is_file():
+        raise SeglabError(f"--resume: no checkpoint to resume from at {last_path}")
+    state = load_checkpoint(last_path, map_location=runtime.device)
+    check_resume(state, last_path, config=config, world_size=runtime.world_size)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if "scaler" in state:
+        scaler.load_state_dict(state["scaler"])
+    epochs = config["train"]["epochs"]
+    log(f"resumed from {last_path} at epoch {state['epoch'] + 2}/{epochs}")
+    saved_epochs = state.get("config", {}).get("train", {}).get("epochs", epochs)
+    if saved_epochs != epochs:
+        log(f"train.epochs changed from {saved_epochs} to {epochs}: the learning rate now decays over {epochs} "
+            f"epochs")
+    return state
 
 
 def _mean_over_ranks(sums: dict[str, torch.Tensor], steps: int, runtime: Runtime) -> dict[str, float]:

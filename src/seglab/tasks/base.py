@@ -134,6 +134,7 @@ class Task:
     # --- console ------------------------------------------------------------------------------------------
     def epoch_line(self, entry: Mapping, epochs: int) -> str:
         parts = [k for k in entry if k.startswith("train_loss_")]
+        parts = parts if len(parts) > 1 else []  # one part is the total itself
         s = f"epoch {entry['epoch']:>3}/{epochs}  loss {entry['train_loss']:.4f}"
         if parts:
             s += " (" + ", ".join(f"{k[len('train_loss_'):]} {entry[k]:.4f}" for k in parts) + ")"
