@@ -120,3 +120,12 @@ def test_predictor_predicts_at_the_training_scale_and_returns_the_image_size():
     small = Predictor(model, resize=InputScale(short_side=60)).predict_image(smooth).labels
     full = Predictor(model).predict_image(smooth).labels
     assert (small == full).float().mean() > 0.9
+
+
+def test_files_are_read_ahead_in_order_and_batched_by_size():
+    from seglab.inference.files import read_ahead, same_size_batches
+
+    assert list(read_ahead(range(7), lambda i: i * 10, depth=3)) == [0, 10, 20, 30, 40, 50, 60]
+    sizes = [(2, 3)] * 5 + [(4, 4)] + [(2, 3)] * 2 + [(100, 100)] * 3
+    batches = list(same_size_batches(range(len(sizes)), lambda i: sizes[i], batch_size=4, max_pixels=20_000))
+    assert batches == [[0, 1, 2, 3], [4], [5], [6, 7], [8, 9], [10]]
