@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -56,7 +57,7 @@ def read_ahead(paths: Iterable[Path], read: Callable, depth: int) -> Iterator:
     """`read(path)` for each path in order, up to `depth` of them read ahead on a second thread."""
     paths = iter(paths)
     with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = deque(pool.submit(read, p) for p, _ in zip(paths, range(depth)))
+        pending = deque(pool.submit(read, p) for p in islice(paths, depth))
         while pending:
             result = pending.popleft().result()
             following = next(paths, None)
