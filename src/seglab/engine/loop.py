@@ -200,7 +200,8 @@ def train(cfg: Config, *, resume: bool = False, progress: bool | None = None, lo
                  "train_minutes": clock.minutes}
         if runtime.broadcast_object(clock.validation_due(epoch, last=epoch + 1 == t_cfg.epochs)):
             runtime.broadcast_buffers(model)
-            values, final_metrics = evaluate_model(task, model, val_ds, cfg.eval, runtime, progress=show)
+            values, final_metrics = evaluate_model(task, model, val_ds, cfg.eval, runtime, progress=show,
+                                                    model_config=meta)
             entry.update({f"val_{k}": v for k, v in values.items()})
             value = values.get(task.best_key)
             if value is not None and not math.isnan(value) and value > best[task.best_key]:
