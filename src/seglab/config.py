@@ -40,7 +40,12 @@ class DataConfig(_Strict):
     crop_size: tuple[int, int] = (128, 128)
     scale_range: tuple[float, float] = (0.5, 2.0)
     hflip: bool = True
-    color_jitter: float = Field(0.2, ge=0)
+    # Photometric training augmentation (seglab.data.transforms.Photometric). color_jitter unset: 0.2 for
+    # semantic models, off for instance and panoptic ones (their recipes were measured without it).
+    color_jitter: float | None = Field(None, ge=0, le=1)
+    gamma: float = Field(0.0, ge=0, le=0.9)
+    blur_prob: float = Field(0.0, ge=0, le=1)
+    noise_std: float = Field(0.0, ge=0, le=1)
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
     batch_size: int = Field(8, gt=0)
@@ -89,6 +94,8 @@ class TrainConfig(_Strict):
     seed: int = 0
     out_dir: str = "runs/exp"
     grad_clip: float | None = Field(None, gt=0)
+    # Validate and keep (best.safetensors) an exponential moving average of the weights (engine/ema.py)
+    ema_decay: float | None = Field(None, gt=0, lt=1)
     # image_labels: MIL-FCN's multi-class MIL loss on image-level class lists (seglab.engine.weak)
     supervision: Literal["pixel", "image_labels"] = "pixel"
 

@@ -6,7 +6,8 @@ schedule and exact resume from last.pt, `train_step` for the bf16 autocast step,
 `train.max_minutes` / `train.val_every_minutes`, the same output files); what differs:
 - data: an instance data set (`data.name` in `seglab.data.datasets.INSTANCE_DATASETS`), training samples
   through `InstanceTrainTransform` (random scale in `data.scale_range`, pad + random crop to
-  `data.crop_size`, flip when `data.hflip`; `data.color_jitter` is not applied), validation through
+  `data.crop_size`, flip when `data.hflip`; photometric `data.color_jitter` (off unless set), `data.gamma`,
+  `data.blur_prob`, `data.noise_std`), validation through
   `InstanceEvalTransform` (original size), batches by `collate_instances`;
 - loss: the model computes it: `model(images, targets)` returns a dict of scalar losses, which are summed
   with weight 1 (as torchvision's and Detectron's Mask R-CNN recipes do); each part is logged per epoch;
@@ -37,6 +38,7 @@ from ..errors import ConfigError, SeglabError
 from ..hub import save_model
 from ..utils.io import write_text_atomic
 from .checkpoint import rng_state, save_checkpoint
+from .ema import build_ema, ema_state
 from .evaluate_instances import SUMMARY, evaluate_instances
 from .trainer import (
     TrainingClock,
@@ -66,7 +68,8 @@ def build_task_datasets(cfg: Config, datasets: dict, task: str, eval_transform, 
     if not train:
         return None, val
     transform = train_transform(crop_size=d.crop_size, scale_range=d.scale_range, hflip=d.hflip,
-                                mean=d.mean, std=d.std)
+                                mean=d.mean, std=d.std, color_jitter=d.color_jitter, gamma=d.gamma,
+                                blur_prob=d.blur_prob, noise_std=d.noise_std)
     return build_dataset(d.name, root=d.root, split=d.train_split, transform=transform, **d.kwargs), val
 
 
@@ -184,6 +187,7 @@ def train_with_losses(cfg: Config, task: LossModelTask, *, resume: bool = False,
     last_path, best_path = out / "last.pt", out / "best.safetensors"
     optimizer, scheduler, start_epoch, history, best = optimization_state(
         cfg, model, len(train_ds) // d_cfg.batch_size, last_path if resume else None, log)
+    ema = build_ema(t_cfg, model, last_path if resume else None)  # train.ema_decay: validate the average
     key = task.best_key
     if key not in best:  # a fresh run (optimization_state starts the semantic record)
         best = {key: -1.0, "epoch": -1}
@@ -209,6 +213,8 @@ def train_with_losses(cfg: Config, task: LossModelTask, *, resume: bool = False,
         for images, targets in bar:
             losses = train_step(model, _batch_images(images, t_cfg.channels_last), targets, sum_losses, optimizer,
                                 scheduler, t_cfg, epoch, convert_outputs=lambda x: x, forward=_forward_with_targets)
+            if ema is not None:
+                ema.update(model)
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + v.item()
             n += 1
@@ -222,16 +228,17 @@ def train_with_losses(cfg: Config, task: LossModelTask, *, resume: bool = False,
                  "lr": scheduler.get_last_lr()[0], "epoch_time_s": round(time.perf_counter() - t0, 3),
                  "train_minutes": clock.minutes}
         if clock.validation_due(epoch, last=epoch + 1 == t_cfg.epochs):
-            values, final_metrics = task.validate(model, val_ds, show)
+            evaluated = model if ema is None else ema.module
+            values, final_metrics = task.validate(evaluated, val_ds, show)
             entry.update({f"val_{k}": v for k, v in values.items()})
             if values[key] is not None and values[key] > best[key]:
                 best = {key: values[key], "epoch": epoch + 1}
-                save_model(model, best_path, classes=meta["classes"], palette=meta["palette"],
+                save_model(evaluated, best_path, classes=meta["classes"], palette=meta["palette"],
                            extra={**meta["extra"], "epoch": epoch + 1, **{f"val_{k}": v for k, v in values.items()}})
         history.append(entry)
         save_checkpoint(last_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                     "scheduler": scheduler.state_dict(), "epoch": epoch, "history": history,
-                                    "best": best, "rng": rng_state()})
+                                    "best": best, "rng": rng_state(), **ema_state(ema)})
         write_text_atomic(out / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
         plot_training_curves(history, out / "curves.png", metric=f"val_{key}")
         log(_epoch_line(entry, t_cfg.epochs, task.line_keys))

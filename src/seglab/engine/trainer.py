@@ -27,6 +27,7 @@ from ..config import Config, dump_config
 from ..errors import ConfigError, SeglabError
 from ..hub import create_model, save_model
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .ema import build_ema, ema_state
 from .evaluate import evaluate
 from .schedule import build_optimizer, build_scheduler
 from .weak import build_image_label_train_set, build_mil_criterion, uses_image_labels
@@ -68,7 +69,8 @@ def build_datasets(cfg: Config, *, train: bool = True):
     if not train:
         return None, val
     transform = TrainTransform(crop_size=d.crop_size, scale_range=d.scale_range, hflip=d.hflip,
-                               color_jitter=d.color_jitter, mean=d.mean, std=d.std, ignore_index=val.ignore_index)
+                               color_jitter=d.color_jitter, mean=d.mean, std=d.std, ignore_index=val.ignore_index,
+                               gamma=d.gamma, blur_prob=d.blur_prob, noise_std=d.noise_std)
     if uses_image_labels(cfg):  # weak training from class lists (MIL-FCN, see engine/weak.py)
         return build_image_label_train_set(cfg, val, transform), val
     tr = build_dataset(d.name, root=d.root, split=d.train_split, **d.kwargs, transform=transform)
@@ -157,6 +159,7 @@ def train(cfg: Config, *, resume: bool = False, progress: bool | None = None,
         criterion = build_mil_criterion(cfg, log)
     optimizer, scheduler, start_epoch, history, best = optimization_state(
         cfg, model, len(train_ds) // d_cfg.batch_size, last_path if resume else None, log)
+    ema = build_ema(t_cfg, model, last_path if resume else None)  # train.ema_decay: validate the average
     write_text_atomic(out / "config.yaml", dump_config(cfg))
     meta = {"classes": list(train_ds.classes), "palette": [list(c) for c in train_ds.palette],
             "extra": {"mean": list(d_cfg.mean), "std": list(d_cfg.std)}}
@@ -180,6 +183,8 @@ def train(cfg: Config, *, resume: bool = False, progress: bool | None = None,
                 images = images.contiguous(memory_format=torch.channels_last)
             losses = train_step(model, images, masks, criterion, optimizer, scheduler, t_cfg, epoch,
                                 convert_outputs=_to_float)
+            if ema is not None:
+                ema.update(model)
             loss_sum += losses["loss"].item()
             n += 1
             bar.set_postfix(loss=f"{loss_sum / n:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
@@ -188,19 +193,20 @@ def train(cfg: Config, *, resume: bool = False, progress: bool | None = None,
         entry = {"epoch": epoch + 1, "train_loss": loss_sum / max(n, 1), "lr": scheduler.get_last_lr()[0],
                  "epoch_time_s": round(time.perf_counter() - t0, 3), "train_minutes": clock.minutes}
         if clock.validation_due(epoch, last=epoch + 1 == t_cfg.epochs):
-            metrics = evaluate(model, val_ds, num_classes=num_classes, progress=show,
-                               predictor=validation_predictor(cfg, model))
+            evaluated = model if ema is None else ema.module
+            metrics = evaluate(evaluated, val_ds, num_classes=num_classes, progress=show,
+                               predictor=validation_predictor(cfg, evaluated))
             final_metrics = metrics.compute()
             entry.update({"val_mIoU": final_metrics["mIoU"], "val_aAcc": final_metrics["aAcc"],
                           "val_mAcc": final_metrics["mAcc"]})
             if final_metrics["mIoU"] > best["mIoU"]:
                 best = {"mIoU": final_metrics["mIoU"], "epoch": epoch + 1}
-                save_model(model, best_path, classes=meta["classes"], palette=meta["palette"],
+                save_model(evaluated, best_path, classes=meta["classes"], palette=meta["palette"],
                            extra={**meta["extra"], "epoch": epoch + 1, "val_mIoU": final_metrics["mIoU"]})
         history.append(entry)
         save_checkpoint(last_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                     "scheduler": scheduler.state_dict(), "epoch": epoch, "history": history,
-                                    "best": best, "rng": rng_state()})
+                                    "best": best, "rng": rng_state(), **ema_state(ema)})
         write_text_atomic(out / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
         plot_training_curves(history, out / "curves.png")
         log(_epoch_line(entry, t_cfg.epochs))
