@@ -5,7 +5,7 @@ Prints one JSON line per measurement: COCO mask / box AP, AP50, AP75 on the vali
 config (configs/pennfudan/*.yaml: the seeded 24-image split of the 119 photos), then images/s of the
 stored model on those photos (one at a time, at their own size, fp32, 2 threads).
 
-    python benchmarks/pennfudan_eval.py --model mask_rcnn_resnet18_fpn.pennfudan
+    python benchmarks/pennfudan_eval.py --model runs/pennfudan_mask_rcnn/best.safetensors
     python benchmarks/pennfudan_eval.py --model runs/pennfudan_yolact/best.safetensors --config configs/pennfudan/yolact.yaml
     python benchmarks/pennfudan_eval.py --overlays 4 --overlay-out docs/img/pennfudan_overlays.jpg \
         --curves runs/pennfudan_mask_rcnn runs/pennfudan_yolact --curve-out docs/img/pennfudan_curves.png
@@ -25,9 +25,12 @@ from speed import cpu_name
 import seglab
 from seglab.config import load_config
 from seglab.data import InstanceEvalTransform, build_dataset
-from seglab.engine.evaluate_instances import SUMMARY, evaluate_instances
+from seglab.engine.evaluation import evaluate_model
+from seglab.engine.runtime import Runtime
 from seglab.inference.instances import predict_instances
 from seglab.structures import InstanceResult
+from seglab.tasks import task_for_model
+from seglab.tasks.instance import SUMMARY
 from seglab.viz import draw_instances
 
 
@@ -75,9 +78,11 @@ def plot_curves(run_dirs: list[Path], out_png: Path) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="mask_rcnn_resnet18_fpn.pennfudan", help="shipped name or model file")
+    p.add_argument("--model", default="mask_rcnn_resnet18_fpn.pennfudan",
+                   help="shipped name or model file (e.g. runs/pennfudan_mask_rcnn/best.safetensors)")
     p.add_argument("--config", default="configs/pennfudan/mask_rcnn.yaml", help="names the data and its split")
-    p.add_argument("--root", default=None, help="Penn-Fudan folder (default: the config's data.root)")
+    p.add_argument("--root", default=None, help="Penn-Fudan folder (default: the config's data.root, else "
+                   "../shared/data/pennfudan)")
     p.add_argument("--runs", type=int, default=1, help="timed passes over the validation photos")
     p.add_argument("--overlays", type=int, default=0)
     p.add_argument("--overlay-out", type=Path, default=Path("docs/img/pennfudan_overlays.jpg"))
@@ -89,10 +94,11 @@ def main() -> None:
     cfg = load_config(args.config)
     model = seglab.load_model(args.model)
     meta = model.seglab_config
-    val = build_dataset(cfg.data.name, root=args.root or cfg.data.root, split=cfg.data.val_split,
+    root = args.root or cfg.data.root or "../shared/data/pennfudan"
+    val = build_dataset(cfg.data.name, root=root, split=cfg.data.val_split,
                         transform=InstanceEvalTransform(meta["mean"], meta["std"]), **cfg.data.kwargs)
     base = {"model": str(args.model), "images": len(val), "machine": cpu_name(), "threads": torch.get_num_threads()}
-    results = evaluate_instances(model, val).compute()
+    _, results = evaluate_model(task_for_model(meta["name"]), model, val, cfg.eval, Runtime(torch.device("cpu")))
     print(json.dumps({**base, **{k: round(100 * results[k], 2) for k in SUMMARY}}), flush=True)
     images = [val[i][0] for i in range(len(val))]
     with torch.inference_mode():

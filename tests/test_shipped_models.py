@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import seglab
@@ -66,11 +67,14 @@ def test_camvid_model_predicts_real_validation_images(shared_dir, tmp_path, caps
 def test_pennfudan_model_finds_real_pedestrians(shared_dir, tmp_path):
     from seglab.config import load_config
     from seglab.data import InstanceEvalTransform, build_dataset
-    from seglab.engine.evaluate_instances import evaluate_instances
+    from seglab.engine.evaluation import evaluate_model
+    from seglab.engine.runtime import Runtime
+    from seglab.tasks import task_for_model
 
     model = seglab.load_model(PENNFUDAN_MODEL)
     assert model.seglab_config["classes"] == ["person"]
-    data = load_config(CONFIGS / "pennfudan" / f"{PENNFUDAN_MODEL.split('_resnet')[0]}.yaml").data
+    cfg = load_config(CONFIGS / "pennfudan" / f"{PENNFUDAN_MODEL.split('_resnet')[0]}.yaml")
+    data = cfg.data
     val = build_dataset("instance_folder", root=shared_dir / "data" / "pennfudan", split="val",
                         transform=InstanceEvalTransform(model.seglab_config["mean"], model.seglab_config["std"]),
                         **data.kwargs)
@@ -82,6 +86,7 @@ def test_pennfudan_model_finds_real_pedestrians(shared_dir, tmp_path):
     assert {d["category_id"] for d in detections} == {1} and max(d["score"] for d in detections) > 0.5
     # and it is a trained model: most pedestrians of 8 validation photos found with good masks
     val.images = val.images[:8]
-    results = evaluate_instances(model, val).compute()
+    task = task_for_model(model.seglab_config["name"])
+    _, results = evaluate_model(task, model, val, cfg.eval, Runtime(torch.device("cpu")))
     print(json.dumps({k: results[k] for k in ("mask_AP", "mask_AP50", "box_AP")}))
     assert results["mask_AP50"] > 0.6

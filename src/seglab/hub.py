@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors import safe_open
@@ -18,83 +19,80 @@ from torch import nn
 from .errors import SeglabError
 from .registry import get_entrypoint
 from .utils.io import atomic_path
+from .utils.model_file import check_tensor_table, meta_state_dict, parse_metadata, tensor_table
+from .utils.state_dict import check_file, check_state_dict, read_state_dict
+
+if TYPE_CHECKING:
+    from .finetune import WeightsReport
 
 PACKAGE_WEIGHTS = Path(__file__).parent / "weights"
 
 
 def create_model(name: str, *, num_classes: int, weights: str | None = None,
-                 backbone_weights: str | None = None, **kwargs) -> nn.Module:
+                 backbone_weights: str | None = None, reinit_heads: bool = False, **kwargs) -> nn.Module:
     """Build registered model `name`.
 
-    `weights`: a local file holding the whole model, either seglab's own safetensors or a torchvision
-    checkpoint of the same architecture (converted on the fly). `backbone_weights`: a local torchvision
-    ImageNet classifier checkpoint (resnet / vgg layout) for the backbone only.
+    `weights`: a local file holding the whole model (or the name of a shipped model, see
+    `seglab.list_pretrained()`), either seglab's own safetensors or a torchvision checkpoint of the same
+    architecture (converted on the fly). `reinit_heads=True` fine-tunes it to another class count: every
+    tensor whose name and shape match is kept, the classifier and auxiliary heads are freshly initialised
+    (named on `model.seglab_weights_report`). `backbone_weights`: a local ImageNet classifier checkpoint
+    for the backbone only (torchvision's resnet / vgg / mobilenet_v2 layout, timm's xception65).
     """
-    if not isinstance(num_classes, int) or num_classes < 1:
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
         raise SeglabError(f"num_classes must be a positive integer, got {num_classes!r}")
     entry = get_entrypoint(name)
     if backbone_weights is not None:
-        _check_file(backbone_weights, "backbone_weights")
+        check_file(backbone_weights, "backbone_weights")
         kwargs["backbone_weights"] = str(backbone_weights)
     try:
         model = entry(num_classes=num_classes, **kwargs)
     except TypeError as e:
         raise SeglabError(f"model {name!r}: {e}") from e
+    except (ValueError, RuntimeError, ZeroDivisionError, AssertionError, IndexError, KeyError) as e:
+        # an argument the entrypoint does not check itself (a float width, an unsupported stride)
+        shown = ", ".join(f"{k}={v!r}" for k, v in kwargs.items() if k != "backbone_weights")
+        first = (str(e).splitlines() or [""])[0][:160]
+        raise SeglabError(f"model {name!r} cannot be built with {shown or 'its defaults'} "
+                          f"({type(e).__name__}: {first})") from e
     kwargs.pop("backbone_weights", None)
     model.seglab_config = {"name": name, "num_classes": num_classes, "kwargs": kwargs}
     if weights is not None:
-        load_weights(model, weights)
+        model.seglab_weights_report = load_weights(model, weights, reinit_heads=reinit_heads)
     return model
 
 
-def _check_file(path, what: str) -> Path:
-    p = Path(path)
-    if not p.is_file():
-        raise SeglabError(f"{what}: file not found: {p}")
-    return p
+def load_weights(model: nn.Module, path, *, reinit_heads: bool = False) -> WeightsReport:
+    """Load a whole-model file (a path or a shipped model's name) into `model`, converting a torchvision
+    layout when needed. Strict, unless `reinit_heads`: then tensors that depend on the class count
+    (classifiers) and auxiliary heads missing from the file keep the model's fresh initialisation;
+    anything else that does not fit is still an error (see `seglab.finetune.match_state_dict`)."""
+    from .finetune import match_state_dict
 
-
-def read_state_dict(path) -> dict[str, torch.Tensor]:
-    """Read tensors from a safetensors file or a torch checkpoint (weights_only); unwrap seglab training
-    checkpoints (`{'model': ...}`) and common wrappers (`state_dict`, `model_state`)."""
-    p = _check_file(path, "weights")
-    try:
-        if p.suffix == ".safetensors":
-            return load_file(str(p))
-        obj = torch.load(str(p), map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt or foreign file
-        raise SeglabError(f"{p}: cannot read weights ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from e
-    for key in ("model", "state_dict", "model_state"):
-        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
-            obj = obj[key]
-            break
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise SeglabError(f"{p}: expected a state dict of tensors")
-    return obj
-
-
-def load_weights(model: nn.Module, path) -> None:
-    """Load a whole-model file into `model` strictly, converting a torchvision layout when needed."""
+    path = resolve_model_file(path, what="weights")
     state = read_state_dict(path)
     own = model.state_dict()
-    if set(state) != set(own):
+    if set(state) != set(own) and not _is_seglab_file(path):
         from .convert.torchvision import convert_model_state_dict
 
         try:
-            state = convert_model_state_dict(model, state)
+            state = convert_model_state_dict(model, state, allow_missing=reinit_heads)
         except SeglabError as e:  # the converter does not know the file; name it here
             raise SeglabError(f"{path}: {e}") from None
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    if missing or unexpected:
-        raise SeglabError(f"{path}: weights do not match the model "
-                          f"(missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
-                          f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''})")
-    for k, v in state.items():
-        if own[k].shape != v.shape:
-            raise SeglabError(f"{path}: tensor {k!r} has shape {tuple(v.shape)}, the model expects "
-                              f"{tuple(own[k].shape)} (is num_classes right?)")
+    state, report = match_state_dict(model, state, path, reinit_heads=reinit_heads)
+    check_state_dict(state, own, path, "the model")  # dtypes too
     model.load_state_dict(state, strict=True)
+    return report
+
+
+def _is_seglab_file(path: Path) -> bool:
+    if path.suffix != ".safetensors":
+        return False
+    try:
+        read_model_metadata(path)
+    except SeglabError:
+        return False
+    return True
 
 
 def save_model(model: nn.Module, path, *, classes: list[str] | None = None,
@@ -116,19 +114,30 @@ def save_model(model: nn.Module, path, *, classes: list[str] | None = None,
     return path
 
 
-def read_model_metadata(path) -> dict:
-    p = _check_file(path, "model")
+def read_model_metadata(path, *, required: bool = True) -> dict | None:
+    """The checked `seglab` metadata of a model file (`seglab.utils.model_file.check_metadata`); a file
+    without any is an error, or None when not `required`."""
+    p = check_file(path, "model")
     try:
         with safe_open(str(p), framework="pt") as f:
             meta = (f.metadata() or {}).get("seglab")
-    except Exception as e:
-        raise SeglabError(f"{p}: not a readable safetensors model file ({e})") from e
+    except Exception as e:  # SafetensorError, OSError: corrupt, truncated or foreign
+        first = (str(e).splitlines() or [""])[0][:160] or "empty or truncated file"
+        raise SeglabError(f"{p}: not a readable safetensors model file ({type(e).__name__}: {first})") from None
     if meta is None:
+        if not required:
+            return None
         raise SeglabError(f"{p}: safetensors file has no seglab metadata (was it saved by seglab.save_model?)")
-    return json.loads(meta)
+    return parse_metadata(meta, p)
 
 
-def resolve_model_file(name_or_path) -> Path:
+def shipped_model_names() -> list[str]:
+    """Names of the models shipped inside the package: every `<arch>.<data>.safetensors` in seglab/weights."""
+    return sorted(f.name[:-len(".safetensors")] for f in PACKAGE_WEIGHTS.glob("*.safetensors")) \
+        if PACKAGE_WEIGHTS.is_dir() else []
+
+
+def resolve_model_file(name_or_path, *, what: str = "model") -> Path:
     """A path to an existing file, or the name of a model shipped inside the package (`<arch>.<data>`)."""
     p = Path(name_or_path)
     if p.is_file():
@@ -136,21 +145,43 @@ def resolve_model_file(name_or_path) -> Path:
     shipped = PACKAGE_WEIGHTS / f"{name_or_path}.safetensors"
     if shipped.is_file():
         return shipped
-    names = sorted(f.stem for f in PACKAGE_WEIGHTS.glob("*.safetensors")) if PACKAGE_WEIGHTS.is_dir() else []
-    raise SeglabError(f"model file not found: {name_or_path}"
-                      + (f" (shipped models: {', '.join(names)})" if names else ""))
+    names = shipped_model_names()
+    raise SeglabError(f"{what} file not found: {name_or_path}"
+                      + (f" (nor a shipped model: {', '.join(names)}; see seglab models --pretrained)"
+                         if names else ""))
 
 
-def load_model(name_or_path) -> nn.Module:
-    """Rebuild a model saved by `save_model` (a path, or a shipped name) in eval mode. Its class names,
-    palette and input normalisation (mean, std), when recorded, are on `model.seglab_config`."""
+# Metadata a model file may record beside the architecture, carried onto `model.seglab_config`.
+CARRIED_METADATA = ("classes", "palette", "mean", "std", "inference", "category_ids", "categories",
+                    "label_space_classes", "label_space_palettes")
+
+
+def load_model(name_or_path, *, device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild a model saved by `save_model` (a path, or a shipped name) in eval mode on `device`. Its
+    class names, palette, input normalisation (mean, std), stored inference settings and category ids,
+    when recorded, are on `model.seglab_config`."""
     p = resolve_model_file(name_or_path)
     meta = read_model_metadata(p)
-    model = create_model(meta["name"], num_classes=meta["num_classes"], **meta.get("kwargs", {}))
-    model.load_state_dict(load_file(str(p)), strict=True)  # float16 files are cast to float32 here
-    model.seglab_config.update({k: meta[k] for k in ("classes", "palette", "mean", "std", "inference")
-                                if meta.get(k)})
-    return model.eval()
+
+    def build():
+        try:
+            return create_model(meta["name"], num_classes=meta["num_classes"], **meta.get("kwargs", {}))
+        except SeglabError as e:
+            raise SeglabError(f"{p}: {e}") from None
+        except Exception as e:  # stored kwargs of the wrong type or value
+            raise SeglabError(f"{p}: cannot build {meta['name']} with the stored settings "
+                              f"({type(e).__name__}: {(str(e).splitlines() or [''])[0][:160]})") from None
+
+    # Names, shapes and dtypes checked on the meta device first: a crafted file allocates nothing.
+    check_tensor_table(tensor_table(p), meta_state_dict(build), p, f"model {meta['name']!r}")
+    model = build()
+    try:
+        state = load_file(str(p))
+    except Exception as e:
+        raise SeglabError(f"{p}: cannot read the tensors ({type(e).__name__}: {str(e)[:160]})") from None
+    model.load_state_dict(state, strict=True)  # float16 files are cast to float32 here
+    model.seglab_config.update({k: meta[k] for k in CARRIED_METADATA if meta.get(k)})
+    return model.to(device).eval()
 
 
 def pack_model(src, dst, *, half: bool = True, drop_aux: bool = True,
@@ -162,6 +193,10 @@ def pack_model(src, dst, *, half: bool = True, drop_aux: bool = True,
     with the model (e.g. `{"tta": {"flip": True, "scales": [1.0]}}`) that `seglab predict` applies by
     default. Class names, palette and normalisation are carried over."""
     src_meta = read_model_metadata(resolve_model_file(src))
+    if inference is not None:  # checked as a model file's settings are, before anything is written
+        from .utils.model_file import check_metadata
+
+        check_metadata({**src_meta, "inference": inference}, Path(dst))
     model = load_model(src)
     kwargs = dict(src_meta.get("kwargs", {}))
     if drop_aux and kwargs.get("aux_loss", True) is not False:

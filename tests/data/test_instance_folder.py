@@ -104,7 +104,7 @@ def test_errors_name_the_file(ped_root, save_png):
 def test_real_pennfudan_split_and_boxes_match_its_annotations(shared_dir):
     root = shared_dir / "data" / "pennfudan"
     kwargs = dict(image_dir="PNGImages", mask_dir="PedMasks", mask_suffix="_mask.png", classes=["person"],
-                  splits={s: CONFIGS / "pennfudan" / f"{s}.txt" for s in ("train", "val")})
+                  splits={s: str(CONFIGS / "pennfudan" / f"{s}.txt") for s in ("train", "val")})
     train = build_dataset("instance_folder", root=root, split="train", **kwargs)
     val = build_dataset("instance_folder", root=root, split="val", **kwargs)
     names = (root / "list.txt").read_text().split()

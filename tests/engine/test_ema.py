@@ -44,7 +44,7 @@ def _cfg(root, out, **train_kw):
         "model": {"name": "unet", "kwargs": {"base_channels": 4}},
         "data": {"name": "synthetic", "root": str(root), "crop_size": [48, 48], "batch_size": 4,
                  "scale_range": [0.75, 1.25]},
-        "train": {"epochs": 2, "optimizer": "adamw", "lr": 0.01, "out_dir": str(out), "ema_decay": 0.5, **train_kw},
+        "train": {"epochs": 2, "optimizer": "adamw", "lr": 0.01, "out_dir": str(out), "ema": {"decay": 0.5}, **train_kw},
     })
 
 

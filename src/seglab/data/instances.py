@@ -26,12 +26,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from ..errors import DataError, SeglabError
 from .palettes import default_palette
-from .transforms import IMAGENET_MEAN, IMAGENET_STD, Photometric, _mean_std, normalize_image
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, Photometric, mean_std, normalize_image
 
 Target = dict[str, Any]
 
@@ -60,14 +59,10 @@ def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
 
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
     """An H x W x 3 uint8 RGB array; grayscale and palette images are converted (COCO has both)."""
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"{p}: file not found")
-    try:
-        with Image.open(p) as img:
-            return np.array(img.convert("RGB"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise DataError(f"{p}: cannot read image ({type(e).__name__}: {e})") from e
+    from .io import open_image
+
+    with open_image(path, "image") as img:
+        return np.array(img.convert("RGB"), dtype=np.uint8)
 
 
 class InstanceDataset(Dataset):
@@ -143,7 +138,7 @@ class InstanceEvalTransform:
     """Normalisation only; image, masks and boxes keep their size."""
 
     def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
-        self.mean, self.std = _mean_std(mean, std)
+        self.mean, self.std = mean_std(mean, std)
 
     def __call__(self, image: np.ndarray, target: Target) -> tuple[torch.Tensor, Target]:
         return normalize_image(image, self.mean, self.std), _target_tensors(target)
@@ -179,7 +174,7 @@ class InstanceTrainTransform:
         if len(scale_range) != 2 or not 0 < scale_range[0] <= scale_range[1]:
             raise SeglabError(f"scale_range must be (low, high) with 0 < low <= high, got {scale_range}")
         self.crop_size, self.scale_range, self.hflip = crop_size, scale_range, bool(hflip)
-        self.mean, self.std = _mean_std(mean, std)
+        self.mean, self.std = mean_std(mean, std)
 
     def __call__(self, image: np.ndarray, target: Target) -> tuple[torch.Tensor, Target]:
         if self.photometric:

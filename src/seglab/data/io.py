@@ -22,28 +22,76 @@ _IMAGE_MODES = {"1": ("L", 1), "L": ("L", 1), "LA": ("LA", 2), "P": ("RGB", 3), 
 _LABEL_MODES = {"1", "L", "P", "I", "I;16", "I;16B", "I;16L"}
 
 
-def _open(path: str | os.PathLike, what: str) -> Image.Image:
+# Decompression bombs: a small file may declare a huge image (a 420 KB PNG of 12000 x 12000 pixels). The
+# declared size is checked against this limit before any pixel is decoded. Default 2^27 pixels (e.g.
+# 16384 x 8192; Cityscapes frames have 2 M); set SEGLAB_MAX_IMAGE_PIXELS or call set_max_image_pixels.
+DEFAULT_MAX_IMAGE_PIXELS = 2 ** 27
+_max_pixels: int | None = None
+
+
+def max_image_pixels() -> int:
+    """The largest image (width x height) seglab decodes: `set_max_image_pixels`, else the
+    SEGLAB_MAX_IMAGE_PIXELS environment variable, else DEFAULT_MAX_IMAGE_PIXELS."""
+    if _max_pixels is not None:
+        return _max_pixels
+    env = os.environ.get("SEGLAB_MAX_IMAGE_PIXELS")
+    if env is None:
+        return DEFAULT_MAX_IMAGE_PIXELS
+    try:
+        value = int(env)
+        if value <= 0:
+            raise ValueError
+    except ValueError:
+        raise DataError(f"SEGLAB_MAX_IMAGE_PIXELS must be a positive integer, got {env!r}") from None
+    return value
+
+
+def set_max_image_pixels(limit: int | None) -> None:
+    """Set the pixel limit for this process (None: back to the environment variable / default)."""
+    global _max_pixels
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit <= 0):
+        raise ValueError(f"the pixel limit must be a positive integer, got {limit!r}")
+    _max_pixels = limit
+
+
+def open_image(path: str | os.PathLike, what: str = "image", *, decode: bool = True) -> Image.Image:
+    """A Pillow image, its declared size checked against `max_image_pixels()` before decoding, decoded
+    now (`decode`) so that truncated or corrupt data raises here; every problem is one DataError naming
+    the file. Pillow's own bomb check is replaced by this one (the limit is seglab's)."""
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{p}: file not found" if not p.exists() else f"{p}: not a file")
+    limit = max_image_pixels()
+    pil_limit = Image.MAX_IMAGE_PIXELS
     try:
+        Image.MAX_IMAGE_PIXELS = None  # seglab's check below
         img = Image.open(p)
-        img.load()  # decode now: truncated / corrupt data raises here, not later
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise DataError(f"{p}: cannot read {what} ({type(e).__name__}: {e})") from e
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise DataError(f"{p}: cannot read {what} ({type(e).__name__}: {e})") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = pil_limit
+    w, h = img.size
+    if w * h > limit:
+        img.close()
+        raise DataError(f"{p}: {what} declares {w}x{h} = {w * h} pixels, more than the limit of {limit} "
+                        f"(a decompression bomb?); raise SEGLAB_MAX_IMAGE_PIXELS if the image is real")
+    if decode:
+        try:
+            img.load()
+        except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as e:
+            img.close()
+            raise DataError(f"{p}: cannot read {what} ({type(e).__name__}: {e})") from None
     return img
+
+
+def _open(path: str | os.PathLike, what: str) -> Image.Image:
+    return open_image(path, what)
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
     """(width, height) from the file header, without decoding the pixels."""
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"{p}: file not found")
-    try:
-        with Image.open(p) as img:
-            return img.size
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise DataError(f"{p}: cannot read image ({type(e).__name__}: {e})") from e
+    with open_image(path, "image", decode=False) as img:
+        return img.size
 
 
 def read_image(path: str | os.PathLike, in_channels: int = 3) -> np.ndarray:
