@@ -98,7 +98,8 @@ def main() -> None:
     val = build_dataset(cfg.data.name, root=root, split=cfg.data.val_split,
                         transform=InstanceEvalTransform(meta["mean"], meta["std"]), **cfg.data.kwargs)
     base = {"model": str(args.model), "images": len(val), "machine": cpu_name(), "threads": torch.get_num_threads()}
-    _, results = evaluate_model(task_for_model(meta["name"]), model, val, cfg.eval, Runtime(torch.device("cpu")))
+    _, results = evaluate_model(task_for_model(meta["name"]), model, val, cfg.eval, Runtime(torch.device("cpu")),
+                                model_config=meta)
     print(json.dumps({**base, **{k: round(100 * results[k], 2) for k in SUMMARY}}), flush=True)
     images = [val[i][0] for i in range(len(val))]
     with torch.inference_mode():

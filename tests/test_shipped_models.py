@@ -87,6 +87,7 @@ def test_pennfudan_model_finds_real_pedestrians(shared_dir, tmp_path):
     # and it is a trained model: most pedestrians of 8 validation photos found with good masks
     val.images = val.images[:8]
     task = task_for_model(model.seglab_config["name"])
-    _, results = evaluate_model(task, model, val, cfg.eval, Runtime(torch.device("cpu")))
+    _, results = evaluate_model(task, model, val, cfg.eval, Runtime(torch.device("cpu")),
+                                model_config=model.seglab_config)
     print(json.dumps({k: results[k] for k in ("mask_AP", "mask_AP50", "box_AP")}))
     assert results["mask_AP50"] > 0.6

@@ -22,9 +22,9 @@ def _show_progress() -> bool:
 
 
 def _inference_options(args) -> dict:
-    """--slide / --tta / --crf / --precision (--bf16) / --score-thresh as keyword arguments of
-    `seglab.inference.options.resolve_options` (only those given)."""
-    opts = {k: getattr(args, k, None) for k in ("slide", "tta", "crf", "score_thresh")}
+    """--imgsz / --scale / --slide / --tta / --crf / --precision (--bf16) / --score-thresh / --backend as
+    keyword arguments of `seglab.inference.options.resolve_options` (only those given)."""
+    opts = {k: getattr(args, k, None) for k in ("imgsz", "scale", "slide", "tta", "crf", "score_thresh", "backend")}
     opts["precision"] = getattr(args, "precision", None) or ("bf16" if getattr(args, "bf16", False) else None)
     return {k: v for k, v in opts.items() if v is not None}
 
@@ -142,8 +142,13 @@ def cmd_pack(args) -> int:
     from .inference.options import resolve_options
 
     # checked with the limits a config has (one line naming --tta), so the file loads back
-    inference = None if args.tta is None else {"tta": resolve_options(tta=args.tta).tta}
-    out = pack_model(args.checkpoint, args.out, half=not args.fp32, drop_aux=True, inference=inference)
+    inference = {} if args.tta is None else {"tta": resolve_options(tta=args.tta).tta}
+    if args.imgsz is not None:
+        from .inference.scale import parse_imgsz
+
+        size = parse_imgsz(args.imgsz)
+        inference.update({"scale": 1.0} if size.factor else {"imgsz": size.short_side or list(size.size)})
+    out = pack_model(args.checkpoint, args.out, half=not args.fp32, drop_aux=True, inference=inference or None)
     meta = read_model_metadata(out)
     _log(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, {'float32' if args.fp32 else 'float16'}, "
          f"{meta['name']}, {meta['num_classes']} classes); use it with: seglab predict --checkpoint {out} ...")
@@ -162,7 +167,7 @@ def cmd_crf_search(args) -> int:
     if task.name != "semantic":
         raise SeglabError(f"crf-search: the CRF refines semantic predictions, not available for {task.name} "
                           f"model {cfg.model.name!r}")
-    options = resolve_options(stored=model.seglab_config.get("inference"), eval_config=cfg.eval,
+    options = resolve_options(model_config=model.seglab_config, eval_config=cfg.eval,
                               **_inference_options(args)).with_(crf=None)
     predictor = task.build_predictor(model, options)
     grid = parse_grid(args.grid)
@@ -203,12 +208,15 @@ def cmd_eval(args) -> int:
 
 def cmd_predict(args) -> int:
     from .engine import predict_to_folder
+    from .inference.inputs import default_out_dir
 
     source = args.checkpoint or args.model
     if not source:
-        raise SeglabError("predict needs --checkpoint PATH (a .safetensors model) or --model NAME")
-    for line in predict_to_folder(source, args.inputs, args.out, device=args.device, progress=_show_progress(),
-                                  **_inference_options(args)):
+        raise SeglabError("predict needs --checkpoint PATH (a .safetensors or .onnx model file) or --model NAME")
+    out = Path(args.out) if args.out else default_out_dir()
+    lines = predict_to_folder(source, args.inputs, out, device=args.device, progress=_show_progress(),
+                              save_frames=args.save_frames, log=_log, **_inference_options(args))
+    for line in lines:
         _log(line)
     return 0
 
@@ -227,6 +235,18 @@ def cmd_serve(args) -> int:
                              max_pixels=args.max_pixels)
     run_server(args.model, host=args.host, port=args.port, device=args.device, settings=settings, log=_log,
                access_log=not args.no_access_log, **_inference_options(args))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .export import export_model
+
+    result = export_model(args.model, args.format, out=args.out, dynamic=args.dynamic, opset=args.opset,
+                          precision=args.precision, imgsz=args.imgsz, int8=args.int8, calibration=args.calibration,
+                          verify=args.verify, exporter=args.exporter, log=_log)
+    _log(f"wrote {result.path} ({result.path.stat().st_size / 2**20:.1f} MiB); {result.summary}")
+    if args.format == "onnx":
+        _log(f"predict with it: seglab predict --checkpoint {result.path} IMAGES... (needs pip install seglab[onnx])")
     return 0
 
 
@@ -269,6 +289,12 @@ def _add_device_option(s: argparse.ArgumentParser) -> None:
 
 
 def _add_inference_options(s: argparse.ArgumentParser, *, crf: bool = True) -> None:
+    size = s.add_mutually_exclusive_group()
+    size.add_argument("--imgsz", default=None, metavar="SIZE",
+                      help="size images are predicted at: a short side (360), HxW (360x480) or 'native' "
+                           "(default: the short side of the model's training images, recorded in its file)")
+    size.add_argument("--scale", default=None, type=float, metavar="F",
+                      help="predict at F times each image's own size (1: as it is)")
     s.add_argument("--slide", default=None, help="sliding-window inference, e.g. 512,stride=341")
     s.add_argument("--tta", default=None, metavar="SPEC",
                    help="test-time augmentation, e.g. flip,scales=0.75,1,1.25 (probabilities averaged)")
@@ -279,6 +305,9 @@ def _add_inference_options(s: argparse.ArgumentParser, *, crf: bool = True) -> N
                    help="autocast precision (default fp32); bf16 is about 2x faster on CPUs with AVX-512 bf16 "
                         "and on recent GPUs, with slightly different numbers")
     s.add_argument("--bf16", action="store_true", help="the same as --precision bf16")
+    s.add_argument("--backend", choices=["auto", "eager"], default=None,
+                   help="auto (default): the fastest path that keeps the labels (BatchNorm folded, channels-last); "
+                        "eager: the model as it is")
     _add_device_option(s)
 
 
@@ -313,11 +342,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("predict", help="predict label maps and overlays (instance models: instance overlays "
                                        "and a COCO JSON; panoptic models: panoptic PNGs, visualisations and a "
-                                       "COCO panoptic JSON) for images or folders")
-    s.add_argument("inputs", nargs="+", metavar="INPUT")
-    s.add_argument("--checkpoint", help="a seglab .safetensors model file (e.g. best.safetensors)")
+                                       "COCO panoptic JSON) for images, videos or folders")
+    s.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="image or video files, or folders (walked recursively; their structure is kept in --out)")
+    s.add_argument("--checkpoint", help="a seglab .safetensors model file (e.g. best.safetensors) or an exported "
+                                        ".onnx file")
     s.add_argument("--model", help="name of a model shipped with seglab")
-    s.add_argument("--out", required=True)
+    s.add_argument("--out", default=None, help="output folder (default: a new runs/predict/<n>)")
+    s.add_argument("--save-frames", action="store_true",
+                   help="videos: also write the label PNG (or panoptic PNG) of every frame into <out>/<video>/")
     s.add_argument("--score-thresh", type=float, default=0.5,
                    help="instance models: lowest score drawn on the overlays (default 0.5; the COCO JSON "
                         "keeps every detection)")
@@ -350,8 +383,36 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("checkpoint", help="a seglab .safetensors model file (e.g. best.safetensors)")
     s.add_argument("--out", required=True, help="the packed .safetensors file to write")
     s.add_argument("--tta", default=None, metavar="SPEC", help="prediction default stored in the file, e.g. flip")
+    s.add_argument("--imgsz", default=None, metavar="SIZE",
+                   help="prediction size stored in the file: a short side (360), HxW, or 'native' (default: the "
+                        "short side of the training images, which best.safetensors records)")
     s.add_argument("--fp32", action="store_true", help="keep float32 weights (default: float16)")
     s.set_defaults(func=cmd_pack)
+
+    s = sub.add_parser("export", help="export a model to ONNX (runs in onnxruntime), TorchScript or torch.export "
+                                       "(.pt2), checked against PyTorch on export")
+    s.add_argument("model", help="a seglab .safetensors model file or a shipped model's name")
+    s.add_argument("--format", choices=["onnx", "torchscript", "pt2"], default="onnx")
+    s.add_argument("--out", default=None, help="the file to write (default: <model>.<format suffix> beside it, "
+                                               "or in the current folder for a shipped model)")
+    s.add_argument("--imgsz", default=None, metavar="HxW",
+                   help="input size of the exported graph (default: the model's training size, else 512x512)")
+    s.add_argument("--dynamic", action="store_true", help="any input height and width (the batch size is "
+                                                          "always free)")
+    s.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
+    s.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp32",
+                   help="weights and arithmetic of the exported graph (inputs and outputs stay float32)")
+    s.add_argument("--int8", action="store_true", help="ONNX: also write <out>.int8.onnx, statically quantized to "
+                                                       "int8 (onnxruntime QDQ) with --calibration images")
+    s.add_argument("--calibration", default=None, metavar="DIR",
+                   help="images for --int8 calibration and for the check on export (default: generated images)")
+    s.add_argument("--verify", nargs="*", default=None, metavar="IMAGE",
+                   help="images to compare PyTorch and the exported file on (default: the --calibration "
+                        "images, else generated ones)")
+    s.add_argument("--exporter", choices=["torchscript", "dynamo"], default="torchscript",
+                   help="ONNX: PyTorch's TorchScript-based exporter (default: seconds, every seglab model but a "
+                        "few) or its torch.export-based one (needs onnxscript; minutes)")
+    s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("crf-search", help="grid-search the dense CRF's parameters on the validation split")
     s.add_argument("config")

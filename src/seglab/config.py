@@ -203,6 +203,20 @@ class EvalConfig(_Strict):
     slide: SlideConfig | None = None
     tta: TTAConfig | None = None
     crf: CRFConfig | None = None
+    # The size images are resized to before the model (and the prediction resized back): a short side
+    # (360) or an exact [h, w]; or `scale`, a factor of each image's own size (1.0: as it is). Default:
+    # the short side of the images the model was trained on, recorded in its model file.
+    imgsz: int | tuple[int, int] | None = None
+    scale: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _one_size(self):
+        if self.imgsz is not None and self.scale is not None:
+            raise ValueError("set eval.imgsz or eval.scale, not both")
+        sizes = (self.imgsz,) if isinstance(self.imgsz, int) else (self.imgsz or ())
+        if any(v < 1 for v in sizes):
+            raise ValueError(f"eval.imgsz must be positive, got {self.imgsz}")
+        return self
 
 
 class Config(_Strict):

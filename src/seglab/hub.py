@@ -153,13 +153,13 @@ def resolve_model_file(name_or_path, *, what: str = "model") -> Path:
 
 # Metadata a model file may record beside the architecture, carried onto `model.seglab_config`.
 CARRIED_METADATA = ("classes", "palette", "mean", "std", "inference", "category_ids", "categories",
-                    "label_space_classes", "label_space_palettes")
+                    "label_space_classes", "label_space_palettes", "train_size")
 
 
 def load_model(name_or_path, *, device: str | torch.device = "cpu") -> nn.Module:
     """Rebuild a model saved by `save_model` (a path, or a shipped name) in eval mode on `device`. Its
-    class names, palette, input normalisation (mean, std), stored inference settings and category ids,
-    when recorded, are on `model.seglab_config`."""
+    class names, palette, input normalisation (mean, std), stored inference settings, category ids and
+    training image size, when recorded, are on `model.seglab_config`."""
     p = resolve_model_file(name_or_path)
     meta = read_model_metadata(p)
 
@@ -210,7 +210,7 @@ def pack_model(src, dst, *, half: bool = True, drop_aux: bool = True,
             model = lean
     skip = {"name", "num_classes", "kwargs", "classes", "palette", "inference"}
     extra = {k: v for k, v in src_meta.items() if k not in skip}
-    if inference or src_meta.get("inference"):
-        extra["inference"] = inference or src_meta["inference"]
+    if inference or src_meta.get("inference"):  # settings given now replace the stored ones, key by key
+        extra["inference"] = {**(src_meta.get("inference") or {}), **(inference or {})}
     return save_model(model, dst, classes=src_meta.get("classes"), palette=src_meta.get("palette"),
                       extra=extra, half=half)

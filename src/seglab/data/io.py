@@ -4,6 +4,11 @@ Image files are read with Pillow. Label maps are single-channel: palette PNGs (t
 convention, Everingham et al., IJCV 2010) give their palette indices, grayscale PNGs ('L', 16-bit 'I;16'
 / 'I') give their values. Every user mistake (missing file, corrupt or truncated file, wrong channel
 count, RGB colour label) raises `DataError` naming the file.
+
+Data sets read images as stored (`read_image`: the channel count must match, so an image and its label
+map stay aligned). Prediction takes any photo (`read_photo` / `photo_array`): the EXIF orientation is
+applied (a phone photo is upright) and RGBA, LA, palette, grayscale and 16-bit images are converted to
+the model's RGB (or grayscale) input, with a one-line note saying what was done.
 """
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from ..errors import DataError
 
@@ -113,6 +118,48 @@ def read_image(path: str | os.PathLike, in_channels: int = 3) -> np.ndarray:
     if arr.ndim == 2:
         arr = arr[:, :, None]
     return np.ascontiguousarray(arr)
+
+
+def read_photo(path: str | os.PathLike, in_channels: int = 3) -> tuple[np.ndarray, str | None]:
+    """(H x W x C uint8 array, note) for prediction: EXIF orientation applied, and any common mode
+    converted to `in_channels` (3: RGB, 1: grayscale); `note` says what was converted (None when nothing
+    was). Other channel counts (RGB-D models) read as `read_image` does."""
+    if in_channels not in (1, 3):
+        return read_image(path, in_channels), None
+    array, note = photo_array(_open(path, "image"), in_channels)
+    return array, (f"{path}: {note}" if note else None)
+
+
+# 16-bit and 32-bit integer / float modes: scaled to 8 bits (a 16-bit value v becomes v / 257, so that
+# 65535 -> 255); values already in 0..255 are kept.
+_WIDE_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+
+
+def photo_array(img: Image.Image, in_channels: int = 3) -> tuple[np.ndarray, str | None]:
+    """A Pillow image -> (H x W x in_channels uint8 array, note on the conversion or None), EXIF
+    orientation applied. `in_channels` is 3 (RGB) or 1 (grayscale)."""
+    try:
+        if img.getexif().get(ExifTags.Base.Orientation, 1) != 1:
+            img = ImageOps.exif_transpose(img)  # a new image: the caller's is left as it is
+    except (OSError, ValueError, SyntaxError, KeyError):  # a corrupt EXIF block: keep the pixels as stored
+        pass
+    mode, target = img.mode, ("RGB" if in_channels == 3 else "L")
+    if mode == target:
+        note = None
+    else:
+        what = {"P": "palette image", "1": "1-bit image", "L": "grayscale image"}.get(mode, f"{mode} image")
+        if mode in _WIDE_MODES:
+            wide = np.asarray(img, dtype=np.float64)
+            scale = 257.0 if wide.size and wide.max() > 255 else 1.0
+            img = Image.fromarray(np.clip(np.rint(wide / scale), 0, 255).astype(np.uint8), "L")
+            what += " scaled to 8 bits (value / 257)," if scale > 1 else ","
+        alpha = " (alpha dropped)" if mode in ("RGBA", "LA", "PA", "RGBa", "La") else ""
+        note = f"{what} converted to {'RGB' if in_channels == 3 else 'grayscale'}{alpha}"
+        img = img.convert(target) if mode != "PA" else img.convert("RGBA").convert(target)
+    arr = np.array(img, dtype=np.uint8)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    return np.ascontiguousarray(arr), note
 
 
 def read_label(path: str | os.PathLike) -> np.ndarray:

@@ -207,7 +207,8 @@ def train(cfg: Config, *, resume: bool = False, progress: bool | None = None, lo
         if runtime.broadcast_object(clock.validation_due(epoch, last=epoch + 1 == t_cfg.epochs)):
             evaluated = model if ema is None else ema.module
             runtime.broadcast_buffers(evaluated)
-            values, final_metrics = evaluate_model(task, evaluated, val_ds, cfg.eval, runtime, progress=show)
+            values, final_metrics = evaluate_model(task, evaluated, val_ds, cfg.eval, runtime, progress=show,
+                                                    model_config=meta)
             entry.update({f"val_{k}": v for k, v in values.items()})
             value = values.get(task.best_key)
             if value is not None and not math.isnan(value) and value > best[task.best_key]:

@@ -92,9 +92,15 @@ class Task:
         it; warn about what is only suspicious. Tasks without such a check accept every set."""
 
     def model_metadata(self, cfg: Config, dataset) -> dict:
-        """What best.safetensors records besides the architecture: class names, palette, normalisation."""
-        return {"classes": list(dataset.classes), "palette": [list(c) for c in dataset.palette],
+        """What best.safetensors records besides the architecture: class names, palette, normalisation, and
+        the typical size of the training images (`train_size`, [h, w]: prediction resizes photos to its
+        short side, `seglab.inference.scale`)."""
+        meta = {"classes": list(dataset.classes), "palette": [list(c) for c in dataset.palette],
                 "mean": list(cfg.data.mean), "std": list(cfg.data.std), "dataset": cfg.data.name}
+        size = typical_image_size(dataset)
+        if size is not None:
+            meta["train_size"] = list(size)
+        return meta
 
     collate: Callable | None = None            # DataLoader collate_fn (None: PyTorch's default)
 
@@ -154,6 +160,44 @@ class Task:
 
     def summary_line(self, summary: Mapping[str, float | None]) -> str:
         return "  ".join(f"{k.replace('_', ' ')} {pct(summary.get(k))}" for k in self.line_keys)
+
+
+def _image_path(dataset, i: int):
+    if callable(getattr(dataset, "image_path", None)):
+        return dataset.image_path(i)
+    if getattr(dataset, "image_paths", None) is not None:
+        return dataset.image_paths[i]
+    samples = getattr(dataset, "samples", None)
+    if samples is not None and isinstance(samples[i], (tuple, list)) and isinstance(samples[i][0], (str, Path)):
+        return samples[i][0]
+    inner = getattr(dataset, "dataset", None)
+    return _image_path(inner, i) if inner is not None and len(inner) == len(dataset) else None
+
+
+def typical_image_size(dataset, max_images: int = 32) -> tuple[int, int] | None:
+    """(h, w) of the median image by short side among up to `max_images` images spread over `dataset`
+    (file headers only where the data set names its files), or None when it cannot tell."""
+    from ..data.io import image_size
+    from ..errors import DataError
+
+    n = len(dataset)
+    if n == 0:
+        return None
+    sizes = []
+    for i in sorted({round(k * (n - 1) / max(1, max_images - 1)) for k in range(min(n, max_images))}):
+        try:
+            path = _image_path(dataset, i)
+            if path is not None:
+                w, h = image_size(path)
+            elif callable(getattr(dataset, "read_raw", None)):
+                h, w = dataset.read_raw(i)[0].shape[:2]
+            else:
+                return None
+        except (DataError, OSError, IndexError, TypeError):
+            return None
+        sizes.append((int(h), int(w)))
+    sizes.sort(key=lambda hw: (min(hw), hw))
+    return sizes[len(sizes) // 2]
 
 
 def check_batch_size(cfg: Config, train_ds, processes: int = 1) -> None:

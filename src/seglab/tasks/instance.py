@@ -156,7 +156,7 @@ class InstanceTask(Task):
         from ..inference.instances import InstancePredictor
 
         self.refuse_options(options.semantic_options(), model_name(model))
-        return InstancePredictor(model, precision=options.precision)
+        return InstancePredictor(model, precision=options.precision, resize=options.resize)
 
     def build_evaluator(self, dataset, *, out_dir: Path | None = None, detailed: bool = False):
         return InstanceEvaluatorAdapter(dataset)

@@ -115,7 +115,7 @@ class JointTask(Task):
         from ..inference.joint import JointPredictor
 
         self.refuse_options(options.semantic_options(), model_name(model))
-        return JointPredictor(model, precision=options.precision)
+        return JointPredictor(model, precision=options.precision, resize=options.resize)
 
     def build_evaluator(self, dataset, *, out_dir: Path | None = None, detailed: bool = False):
         return JointEvaluator(dataset)
@@ -128,7 +128,7 @@ class JointTask(Task):
         spaces = meta.get("label_space_classes") or {}
         stored = meta.get("label_space_palettes") or {}
         palettes = {s: stored.get(s) or default_palette(len(names)) for s, names in spaces.items()}
-        return JointWriter(out_dir, palettes=palettes)
+        return JointWriter(out_dir, palettes=palettes, classes=spaces)
 
     def build_renderer(self, model: nn.Module, options):
         from ..data.palettes import default_palette

@@ -155,7 +155,7 @@ class PanopticTask(InstanceTask):
         from ..inference.panoptic import PanopticPredictor
 
         self.refuse_options(options.semantic_options(), model_name(model))
-        return PanopticPredictor(model, precision=options.precision)
+        return PanopticPredictor(model, precision=options.precision, resize=options.resize)
 
     def build_evaluator(self, dataset, *, out_dir: Path | None = None, detailed: bool = False):
         return PanopticEvaluatorAdapter(dataset, Path(out_dir) / PREDICTIONS if detailed and out_dir else None)

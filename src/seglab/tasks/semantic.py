@@ -174,10 +174,11 @@ class SemanticTask(Task):
             ohem_thresh=t.ohem.thresh if t.ohem else None, ohem_min_kept=t.ohem.min_kept if t.ohem else 1 / 16))
 
     def build_predictor(self, model: nn.Module, options):
-        from ..inference import build_predictor
+        from ..inference.build import build_predictor
 
         return build_predictor(model, slide=options.slide, stride=options.stride, blend=options.blend,
-                               precision=options.precision, tta=options.tta, crf=options.crf)
+                               precision=options.precision, tta=options.tta, crf=options.crf,
+                               resize=options.resize)
 
     def build_evaluator(self, dataset, *, out_dir: Path | None = None, detailed: bool = False):
         return SemanticEvaluator(dataset, detailed=detailed)
@@ -187,7 +188,8 @@ class SemanticTask(Task):
         from ..inference.files import SemanticWriter
 
         meta = model.seglab_config
-        return SemanticWriter(out_dir, palette=meta.get("palette") or default_palette(meta["num_classes"]))
+        return SemanticWriter(out_dir, palette=meta.get("palette") or default_palette(meta["num_classes"]),
+                              classes=meta.get("classes"))
 
     def build_renderer(self, model: nn.Module, options):
         from ..data.palettes import default_palette

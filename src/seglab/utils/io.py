@@ -232,9 +232,10 @@ def write_json_atomic(path: str | os.PathLike, obj) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2) + "\n")
 
 
-def save_image_atomic(path: str | os.PathLike, image, *, durable: bool = True) -> None:
-    """Save a PIL image; the format comes from the final name's suffix, not the temp name's."""
+def save_image_atomic(path: str | os.PathLike, image, *, durable: bool = True, **options) -> None:
+    """Save a PIL image; the format comes from the final name's suffix, not the temp name's. `options` go
+    to Pillow's `save` (e.g. `compress_level=1` for a faster PNG)."""
     path = Path(path)
     fmt = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}.get(path.suffix.lower(), "PNG")
     with atomic_path(path, durable=durable) as tmp:
-        image.save(tmp, format=fmt)
+        image.save(tmp, format=fmt, **options)
