@@ -69,3 +69,46 @@ def test_training_validates_the_average_and_resumes_it_exactly(tiny_synthetic, t
     a, b = state["ema"]["model"], load_checkpoint(resumed.last_path)["ema"]["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert [h.get("val_mIoU") for h in straight.history] == [h.get("val_mIoU") for h in resumed.history]
+
+
+def test_an_instance_model_with_photometric_augmentation_resumes_its_average_exactly(tmp_path):
+    """The same loop for another task: an instance model, its training images through gamma, blur and noise
+    (data.gamma / blur_prob / noise_std reach the instance task's transform), the average kept and resumed."""
+    from seglab.data import generate_synthetic
+
+    root = generate_synthetic(tmp_path / "data", num_train=8, num_val=2, size=(64, 64), seed=1, workers=1)
+
+    def cfg(out):
+        return config_from_dict({
+            "model": {"name": "affinity_resnet18", "kwargs": {"width": 8, "fpn_channels": 16, "head_channels": 16,
+                                                              "distances": [1, 2, 4]}},
+            "data": {"name": "synthetic_instances", "root": str(root), "crop_size": [64, 64], "batch_size": 4,
+                     "color_jitter": 0.3, "gamma": 0.3, "blur_prob": 0.5, "noise_std": 0.05},
+            "train": {"epochs": 2, "optimizer": "adamw", "lr": 0.01, "out_dir": str(out),
+                      "ema": {"decay": 0.9, "warmup": False}},
+        })
+
+    from seglab.tasks import task_for_model
+
+    train_ds, _ = task_for_model("affinity_resnet18").build_datasets(cfg(tmp_path / "x"))
+    assert "gamma=0.3" in repr(train_ds.transform) and "noise_std=0.05" in repr(train_ds.transform)
+    straight = train(cfg(tmp_path / "a"), progress=False, log=lambda m: None)
+    state = load_checkpoint(straight.last_path)
+    assert state["ema"]["updates"] == 4 and state["ema"]["decay"] == 0.9
+
+    def crash_after_first_epoch(msg):
+        if msg.startswith("epoch   1/"):
+            raise Crash
+
+    with pytest.raises(Crash):
+        train(cfg(tmp_path / "b"), progress=False, log=crash_after_first_epoch)
+    resumed = load_checkpoint(train(cfg(tmp_path / "b"), resume=True, progress=False, log=lambda m: None).last_path)
+    assert all(torch.equal(state["ema"]["model"][k], resumed["ema"]["model"][k]) for k in state["ema"]["model"])
+    assert [h.get("val_mask_AP") for h in state["history"]] == [h.get("val_mask_AP") for h in resumed["history"]]
+
+
+def test_without_warmup_the_decay_is_constant():
+    model = nn.Linear(2, 1)
+    ema = ModelEMA(model, decay=0.9, warmup=False)
+    assert ema.current_decay() == 0.9
+    assert ModelEMA(model, decay=0.9).current_decay() == pytest.approx(2 / 11)
