@@ -52,6 +52,17 @@ def test_models_pretrained_and_info_print_the_registry(capsys):
     assert "nor a shipped model: bisenetv2.camvid" in capsys.readouterr().err
 
 
+def test_plain_models_listing_names_the_shipped_weights(capsys):
+    """`seglab models` lists architectures; without this line the weights that ship are invisible there."""
+    assert main(["models"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("pretrained weights: bisenetv2.camvid") and "model.weights=NAME" in last
+    assert main(["models", "bisenet"]) == 0
+    assert "pretrained weights that match: bisenetv2.camvid" in capsys.readouterr().out
+    assert main(["models", "--task", "instance"]) == 0  # no instance weights ship: no such line
+    assert "pretrained weights" not in capsys.readouterr().out
+
+
 def test_info_on_a_training_output_names_its_data_set_and_config(tmp_path, tiny_synthetic, capsys):
     from seglab.config import config_from_dict
     from seglab.engine import train

@@ -56,8 +56,14 @@ def cmd_models(args) -> int:
     if args.num_things is not None and not 1 <= args.num_things <= args.num_classes:
         raise SeglabError(f"--num-things must be between 1 and --num-classes ({args.num_classes}), got {args.num_things}")
     if not args.params:
+        from .pretrained import list_pretrained
+
         for n in names:
             print(f"{n:<28} {model_task(n)}")
+        shipped = [c["name"] for c in list_pretrained(args.filter) if args.task in (None, c["task"])]
+        if shipped:  # the architectures alone hide the weights that ship with them
+            print(f"pretrained weights{' that match' if args.filter else ''}: {', '.join(shipped)} (seglab models "
+                  f"--pretrained lists them; use a name as model.weights=NAME or --checkpoint NAME)")
         return 0
     from .utils.params import count_parameters
 
