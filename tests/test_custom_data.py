@@ -173,3 +173,21 @@ def test_rgb_colour_masks_convert_through_a_data_sets_palette(flat_folder, tmp_p
                  "--unknown", "ignore"]) == 0
     written = next((tmp_path / "o3" / "labels").rglob(first.name))
     assert np.all(np.asarray(Image.open(written)) == 255)
+
+
+def test_colour_masks_in_the_folder_layout_point_to_the_converter(converted, tmp_path, capsys):
+    """RGB masks where class indices belong: data check and train both name `seglab data convert --palette`."""
+    import shutil
+
+    root = tmp_path / "rgb_layout"
+    shutil.copytree(converted, root)
+    for split in ("train", "val"):
+        for f in (root / "labels" / split).iterdir():
+            m = np.asarray(Image.open(f)) > 0
+            Image.fromarray(np.where(m[..., None], CAMVID_PALETTE[9], CAMVID_PALETTE[0]).astype(np.uint8)).save(f)
+    assert main(["data", "check", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert "mode RGB" in err and "seglab data convert SRC --out DST --palette" in err
+    assert main(["train", str(_config(tmp_path / "cfg.yaml", root, tmp_path / "run"))]) == 2
+    line = _one_error_line(capsys)
+    assert "mode RGB" in line and "seglab data convert SRC --out DST --palette" in line
