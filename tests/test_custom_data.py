@@ -191,3 +191,23 @@ def test_colour_masks_in_the_folder_layout_point_to_the_converter(converted, tmp
     assert main(["train", str(_config(tmp_path / "cfg.yaml", root, tmp_path / "run"))]) == 2
     line = _one_error_line(capsys)
     assert "mode RGB" in line and "seglab data convert SRC --out DST --palette" in line
+
+
+def test_the_two_documented_commands_fine_tune_the_shipped_model(converted, tmp_path, capsys):
+    """docs/custom_data.md's second command as written (the `examples/folder` recipe: bisenetv2.camvid with
+    reinit_heads), shortened to one epoch on small crops; `converted` ran the first one."""
+    run = tmp_path / "run"
+    assert main(["train", "examples/folder", f"data.root={converted}", "data.kwargs.label_map={255: 1}",
+                 "train.epochs=1", "data.crop_size=[64,64]", "data.batch_size=3", f"train.out_dir={run}"]) == 0
+    log = capsys.readouterr().out
+    assert "bisenetv2.camvid.safetensors" in log and "re-initialised (model.reinit_heads)" in log
+    assert "head.2.weight" in log
+    meta = seglab.hub.read_model_metadata(run / "best.safetensors")
+    assert meta["name"] == "bisenetv2" and meta["classes"] == ["background", "person"]
+
+
+def test_train_warns_about_a_class_without_training_pixels(converted, tmp_path, capsys):
+    cfg = _config(tmp_path / "cfg.yaml", converted, tmp_path / "run", label_map={255: 1},
+                  classes=["background", "person", "bicycle"])
+    assert main(["train", str(cfg), "train.epochs=1"]) == 0
+    assert "warning: train split: no training pixels for class 2 ('bicycle')" in capsys.readouterr().out
