@@ -211,3 +211,45 @@ def test_train_warns_about_a_class_without_training_pixels(converted, tmp_path, 
                   classes=["background", "person", "bicycle"])
     assert main(["train", str(cfg), "train.epochs=1"]) == 0
     assert "warning: train split: no training pixels for class 2 ('bicycle')" in capsys.readouterr().out
+
+
+def test_instance_id_masks_convert_to_coco_that_coco_instances_reads(tmp_path, capsys):
+    """Penn-Fudan's own masks are instance-id PNGs (pedestrian k = value k): --instances writes the COCO
+    layout, and `coco_instances` with data.root alone reads back every pedestrian as its mask."""
+    from conftest import SHARED
+
+    from seglab.data.datasets import build_dataset
+
+    src = SHARED / "data" / "pennfudan"
+    if not src.is_dir():
+        pytest.skip(f"{src} not found: reference data is only in the project workspace")
+    flat = tmp_path / "flat"
+    (flat / "images").mkdir(parents=True)
+    (flat / "masks").mkdir()
+    truth = {}
+    for name in sorted(p.stem for p in (src / "PNGImages").glob("*.png"))[:4]:
+        img = Image.open(src / "PNGImages" / f"{name}.png").convert("RGB")
+        size = (64, round(64 * img.height / img.width))
+        img.resize(size, Image.BILINEAR).save(flat / "images" / f"{name}.png")
+        ids = Image.open(src / "PedMasks" / f"{name}_mask.png").resize(size, Image.NEAREST)
+        ids.save(flat / "masks" / f"{name}.png")
+        truth[f"{name}.png"] = np.asarray(ids)
+    out = tmp_path / "coco"
+    assert main(["data", "convert", str(flat), "--out", str(out), "--instances", "--classes", "person",
+                 "--split", "0.5"]) == 0
+    assert "data.name=coco_instances data.root=" in capsys.readouterr().out
+    seen = 0
+    for split in ("train", "val"):
+        ds = build_dataset("coco_instances", root=str(out), split=split)
+        assert ds.classes == ["person"] and len(ds) == 2
+        for i in range(len(ds)):
+            ids = truth[ds.images[i]["file_name"]]
+            target = ds.load_target(i, *ids.shape)
+            expected = [ids == k for k in np.unique(ids[ids > 0])]
+            assert len(target["masks"]) == len(expected) > 0
+            assert all(np.array_equal(m, e) for m, e in zip(target["masks"], expected))
+            seen += 1
+    assert seen == 4
+    assert main(["data", "convert", str(flat), "--out", str(tmp_path / "x"), "--instances",
+                 "--classes", "a,b", "--split", "0.5"]) == 2
+    assert "one class for every object" in _one_error_line(capsys)

@@ -121,8 +121,20 @@ def cmd_data(args) -> int:
             raise SeglabError(f"data check found {len(problems)} problem(s); the first: {problems[0]}")
         _log("data check passed: every image has its label, sizes agree, every class has training pixels")
         return 0
-    from .data.convert import convert_folder
+    from .data.convert import convert_folder, convert_instance_masks
 
+    if args.instances:
+        if args.palette:
+            raise SeglabError("--instances reads instance-id PNGs; --palette is for colour-coded semantic masks")
+        classes = args.classes.split(",") if args.classes else ["object"]
+        if len(classes) != 1:
+            raise SeglabError(f"--instances: one class for every object (--classes person), got {args.classes!r}")
+        counts = convert_instance_masks(args.root, args.out, images=args.images, masks=args.masks,
+                                        mask_suffix=args.mask_suffix, class_name=classes[0], split=args.split,
+                                        seed=args.seed, log=_log)
+        _log(f"wrote {sum(counts.values())} images to {args.out}; train an instance model on them with "
+             f"data.name=coco_instances data.root={args.out}")
+        return 0
     counts = convert_folder(args.root, args.out, images=args.images, masks=args.masks, mask_suffix=args.mask_suffix,
                             palette=args.palette, split=args.split, seed=args.seed, unknown=args.unknown, log=_log,
                             classes=args.classes.split(",") if args.classes else None)
@@ -475,6 +487,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "e.g. background,person")
     c.add_argument("--unknown", choices=["error", "ignore"], default="error",
                    help="a colour outside the palette: stop (default) or map it to the ignore index 255")
+    c.add_argument("--instances", action="store_true", help="the masks are instance-id PNGs (0 = background, k = "
+                   "object k): write COCO instance annotations (--classes names the one class)")
     c.add_argument("--split", type=float, default=None, help="fraction of a flat folder's images for train, e.g. 0.8")
     c.add_argument("--seed", type=int, default=0, help="seed of the random split (default 0)")
     c.set_defaults(func=cmd_data)
