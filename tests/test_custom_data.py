@@ -253,3 +253,12 @@ def test_instance_id_masks_convert_to_coco_that_coco_instances_reads(tmp_path, c
     assert main(["data", "convert", str(flat), "--out", str(tmp_path / "x"), "--instances",
                  "--classes", "a,b", "--split", "0.5"]) == 2
     assert "one class for every object" in _one_error_line(capsys)
+
+
+def test_a_flat_folder_given_to_check_or_train_says_to_split_it(flat_folder, tmp_path, capsys):
+    """The user's folder as it comes (images/ and masks/ side by side) is what they try first."""
+    assert main(["data", "check", str(flat_folder)]) == 2
+    line = _one_error_line(capsys)
+    assert "a flat folder" in line and f"seglab data convert {flat_folder} --out DST --split 0.8" in line
+    assert main(["train", str(_config(tmp_path / "cfg.yaml", flat_folder, tmp_path / "run"))]) == 2
+    assert f"seglab data convert {flat_folder} --out DST --split 0.8" in _one_error_line(capsys)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError, SeglabError
-from .datasets.folder import IGNORE_INDEX, IMAGE_EXTENSIONS
+from .datasets.folder import IGNORE_INDEX, IMAGE_EXTENSIONS, flat_folder_problem
 from .io import image_size, read_label
 
 
@@ -153,6 +153,9 @@ def check_data(root, *, config=None, log: Callable[[str], None] = print) -> list
     if d.root is None:
         raise SeglabError("data check: give the data set's folder (seglab data check ROOT)")
     problems: list[str] = []
+    if d.name == "folder" and "list_file" not in d.kwargs and "image_dir" not in d.kwargs \
+            and (flat := flat_folder_problem(Path(d.root), d.train_split)):
+        return [flat]  # nothing else is meaningful before the split layout exists
     if d.name == "folder" and "classes" not in d.kwargs and not (Path(d.root) / "classes.txt").is_file():
         classes = _provisional_classes(Path(d.root) / "labels" / d.train_split)
         problems.append(f"{Path(d.root) / 'classes.txt'}: not found; write one class name per line (checked here "
