@@ -216,6 +216,8 @@ def test_train_warns_about_a_class_without_training_pixels(converted, tmp_path, 
 def test_instance_id_masks_convert_to_coco_that_coco_instances_reads(tmp_path, capsys):
     """Penn-Fudan's own masks are instance-id PNGs (pedestrian k = value k): --instances writes the COCO
     layout, and `coco_instances` with data.root alone reads back every pedestrian as its mask."""
+    import shutil
+
     from conftest import SHARED
 
     from seglab.data.datasets import build_dataset
@@ -253,6 +255,18 @@ def test_instance_id_masks_convert_to_coco_that_coco_instances_reads(tmp_path, c
     assert main(["data", "convert", str(flat), "--out", str(tmp_path / "x"), "--instances",
                  "--classes", "a,b", "--split", "0.5"]) == 2
     assert "one class for every object" in _one_error_line(capsys)
+    binary = tmp_path / "binary"
+    shutil.copytree(flat, binary)
+    for f in (binary / "masks").iterdir():
+        Image.fromarray(np.where(np.asarray(Image.open(f)) > 0, 255, 0).astype(np.uint8)).save(f)
+    assert main(["data", "convert", str(binary), "--out", str(tmp_path / "b"), "--instances", "--split", "0.5"]) == 0
+    assert "each image became one object" in capsys.readouterr().out
+    assert "each image became one object" not in _convert_log(flat, tmp_path / "c", capsys)
+
+
+def _convert_log(src, out, capsys) -> str:
+    assert main(["data", "convert", str(src), "--out", str(out), "--instances", "--split", "0.5"]) == 0
+    return capsys.readouterr().out
 
 
 def test_a_flat_folder_given_to_check_or_train_says_to_split_it(flat_folder, tmp_path, capsys):

@@ -172,6 +172,7 @@ def convert_instance_masks(src, out, *, images: str = "images", masks: str | Non
     src, out = Path(src), Path(out)
     plan = _plan(src, out, images, masks, split, seed)
     counts: dict[str, int] = {}
+    binary = True  # every mask holds only 0 and 255: semantic masks, not instance ids
     for split_name, (img_dir, mask_dir, names) in plan.items():
         found = _images(img_dir)
         coco = {"images": [], "annotations": [], "categories": [{"id": 1, "name": class_name, "supercategory": class_name}]}
@@ -187,6 +188,7 @@ def convert_instance_masks(src, out, *, images: str = "images", masks: str | Non
             h, w = _hw(found[name])
             if ids.shape != (h, w):
                 raise DataError(f"{found[name]} and {mask_path} differ in size: {w}x{h} vs {ids.shape[1]}x{ids.shape[0]}")
+            binary = binary and set(np.unique(ids).tolist()) <= {0, IGNORE_INDEX}
             coco["images"].append({"id": image_id, "file_name": found[name].name, "width": w, "height": h})
             for k in np.unique(ids[ids > 0]).tolist():
                 m = ids == k
@@ -201,6 +203,10 @@ def convert_instance_masks(src, out, *, images: str = "images", masks: str | Non
         counts[split_name] = len(names)
         log(f"{split_name}: {len(names)} images, {len(coco['annotations'])} {class_name} instances -> "
             f"{out / f'{split_name}{year}'}, {out / 'annotations' / f'instances_{split_name}{year}.json'}")
+    if binary:
+        log("note: every mask holds only 0 and 255, so each image became one object (all its foreground); "
+            "instance masks give each object its own value 1, 2, ... (binary masks suit semantic training: "
+            "leave out --instances)")
     return counts
 
 
