@@ -85,11 +85,12 @@ def label_statistics(dataset, *, max_images: int | None = None,
 
 
 def binary_255_hint(stats: LabelStats, dataset) -> str | None:
-    """The 0/255 binary-mask trap: stored values {0, 255} and 255 not remapped by a label_map."""
+    """The 0/255 binary-mask trap: stored values {0, 255} and 255 not remapped by a label_map. (Masks that
+    are all 255 are not this trap but an empty set: `training_problems` says every pixel is ignored.)"""
     values = {v for v, c in stats.raw.items() if c > 0}
     lut = dataset.label_lut
     remapped = lut is not None and len(lut) > IGNORE_INDEX and lut[IGNORE_INDEX] != IGNORE_INDEX
-    if IGNORE_INDEX in values and values <= {0, IGNORE_INDEX} and not remapped:
+    if values == {0, IGNORE_INDEX} and not remapped:
         return (f"label values are {{0, 255}} only: did you mean 255 -> 1 (binary masks)? 255 is the ignore index, "
                 f"so these masks train on background alone; pass data.kwargs.label_map={{255: 1}} (and 2 classes, "
                 f"e.g. data.kwargs.classes=[background, foreground])")
