@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError, SeglabError
-from .datasets.folder import IGNORE_INDEX, IMAGE_EXTENSIONS
+from .datasets.folder import IGNORE_INDEX, IMAGE_EXTENSIONS, check_dir
 from .io import image_size, read_label
 
 
@@ -153,6 +153,7 @@ def check_data(root, *, config=None, log: Callable[[str], None] = print) -> list
     d = cfg.data.model_copy(update={"root": str(root)}) if root is not None else cfg.data
     if d.root is None:
         raise SeglabError("data check: give the data set's folder (seglab data check ROOT)")
+    check_dir(Path(d.root), "data set folder")  # a missing root is one line, not a report of its missing files
     problems: list[str] = []
     if d.name == "folder" and "classes" not in d.kwargs and not (Path(d.root) / "classes.txt").is_file():
         classes = _provisional_classes(Path(d.root) / "labels" / d.train_split)
