@@ -107,11 +107,11 @@ def train(cfg: Config, *, resume: bool = False, progress: bool | None = None, lo
         log = _silent
     out = Path(t_cfg.out_dir)
     last_path, best_path = out / "last.pt", out / "best.safetensors"
-    if not resume:
-        protect_previous_run(out, overwrite=overwrite, remove=False)  # before any work: refuse early
     torch.manual_seed(t_cfg.seed)
-    train_ds, val_ds = task.build_datasets(cfg)
+    train_ds, val_ds = task.build_datasets(cfg)  # config mistakes (model vs data set) are named first
     check_batch_size(cfg, train_ds, runtime.world_size)
+    if not resume:
+        protect_previous_run(out, overwrite=overwrite, remove=False)  # before training: refuse early
     task.check_training_data(cfg, train_ds, log)
     model = task.build_model(cfg, train_ds)
     report = getattr(model, "seglab_weights_report", None)
