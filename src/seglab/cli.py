@@ -228,6 +228,8 @@ def cmd_predict(args) -> int:
     from .engine import predict_to_folder
     from .inference.inputs import default_out_dir
 
+    if args.checkpoint and args.model:  # which one would predict? (the file won silently)
+        raise SeglabError(f"predict takes --checkpoint ({args.checkpoint}) or --model ({args.model}), not both")
     source = args.checkpoint or args.model
     if not source:
         raise SeglabError("predict needs --checkpoint PATH (a .safetensors or .onnx model file) or --model NAME")

@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError, SeglabError
-from ..utils.io import atomic_path, write_json_atomic, write_text_atomic
+from ..utils.io import atomic_path, staged_folder, write_json_atomic, write_text_atomic
 from . import palettes
 from .datasets.folder import IGNORE_INDEX, IMAGE_EXTENSIONS, check_dir, parse_classes_file
-from .io import image_size, read_image, read_label
+from .io import image_size, open_image, read_image, read_label
 
 Color = tuple[int, int, int]
 # data sets whose palette `--palette NAME` names
@@ -107,6 +107,21 @@ def convert_folder(src, out, *, images: str = "images", masks: str | None = None
     if classes is not None and names is not None and len(classes) != len(names):
         raise SeglabError(f"--classes names {len(classes)} classes, --palette {palette} has {len(names)} colours")
     classes = classes if classes is not None else names
+    if _inside(out.resolve(), src.resolve()):
+        raise SeglabError(f"--out {out}: lies inside the source folder {src}; choose a folder outside it")
+    # everything is written into a hidden folder renamed onto `out` at the end: a bad mask half-way
+    # (a colour outside the palette, a size mismatch) leaves no half-converted data set
+    with staged_folder(out, "--out folder") as stage:
+        counts = _convert(plan, stage, out, colours, classes, mask_suffix, unknown, log)
+    return counts
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def _convert(plan, out: Path, final: Path, colours, classes, mask_suffix: str, unknown: str, log) -> dict[str, int]:
+    """Write the planned pairs into `out` (the staging folder); log lines name `final`."""
     counts: dict[str, int] = {}
     max_value, has_ignore = 0, False
     for split_name, (img_dir, mask_dir, names) in plan.items():
@@ -125,7 +140,7 @@ def convert_folder(src, out, *, images: str = "images", masks: str | None = None
             _copy(found[name], out / "images" / split_name / found[name].name)
             _save_labels(out / "labels" / split_name / f"{name}.png", labels, colours)
         counts[split_name] = len(names)
-        log(f"{split_name}: {len(names)} image/label pairs -> {out / 'images' / split_name}, {out / 'labels' / split_name}")
+        log(f"{split_name}: {len(names)} image/label pairs -> {final / 'images' / split_name}, {final / 'labels' / split_name}")
     if classes is not None:
         colours = colours or palettes.default_palette(len(classes))
         write_text_atomic(out / "classes.txt", "".join(f"{c} {r} {g} {b}\n" for c, (r, g, b) in zip(classes, colours)))
@@ -133,8 +148,8 @@ def convert_folder(src, out, *, images: str = "images", masks: str | None = None
         if max_value >= len(classes):
             log(f"note: the masks hold values up to {max_value}, more than the {len(classes)} classes: map them with "
                 f"data.kwargs.label_map (seglab data check shows them)")
-    elif not (out / "classes.txt").exists():
-        log(f"no classes.txt written: write {out / 'classes.txt'} with one class name per line "
+    else:
+        log(f"no classes.txt written: write {final / 'classes.txt'} with one class name per line "
             f"(labels hold values up to {max_value}), or pass data.kwargs.classes")
     if has_ignore and max_value == 0:
         log("note: the masks hold only 0 and 255, and 255 is the ignore index: binary masks train with "
@@ -230,13 +245,8 @@ def _read_mask(path: Path, colours: list[Color] | None, unknown: str) -> np.ndar
 
 
 def _mode(path: Path) -> str:
-    from PIL import Image
-
-    try:
-        with Image.open(path) as img:
-            return img.mode
-    except OSError as e:
-        raise DataError(f"{path}: cannot read mask ({type(e).__name__}: {e})") from e
+    with open_image(path, "mask", decode=False) as img:  # the header only, checked against the pixel limit
+        return img.mode
 
 
 def _copy(src: Path, dst: Path) -> None:
