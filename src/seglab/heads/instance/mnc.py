@@ -15,7 +15,8 @@ feature map (`seglab.layers.roi_warp`, differentiable w.r.t. the box):
   release) and three sibling fc layers predict box-level class logits `cls_score` (C + 1), mask-level
   class logits `seg_cls_score` (C + 1, the classifier the paper's stage 3 describes, trained against
   labels from the mask IoU) and class-specific box deltas `bbox_pred` (4 (C + 1)), used by the 5-stage
-  cascade to move the RoIs for stages 4 and 5.
+  cascade to move the RoIs for stages 4 and 5. `box_outputs=False` keeps only the mask-level classifier
+  (InstanceFCN classifies its segment proposals with "MNC's stage 3", Dai et al., ECCV 2016, Sec. 5.1).
 """
 from __future__ import annotations
 
@@ -60,16 +61,17 @@ class _Pathway(nn.Sequential):
 @dataclass
 class StageOutputs:
     """Per RoI: box-level class logits (R, C + 1), mask-level class logits (R, C + 1) and class-specific
-    box deltas (R, 4 (C + 1))."""
-    class_logits: torch.Tensor
+    box deltas (R, 4 (C + 1)); the first and last are None without box outputs."""
+    class_logits: torch.Tensor | None
     seg_class_logits: torch.Tensor
-    box_deltas: torch.Tensor
+    box_deltas: torch.Tensor | None
 
 
 class MaskClassifier(nn.Module):
     """Box pathway + mask pathway (feature masking) -> class scores and box deltas (see the docstring)."""
 
-    def __init__(self, in_channels: int, num_classes: int, warp_size: int = 14, *, representation_size: int = 4096):
+    def __init__(self, in_channels: int, num_classes: int, warp_size: int = 14, *, representation_size: int = 4096,
+                 box_outputs: bool = True):
         super().__init__()
         if warp_size % 2:
             raise ValueError(f"warp_size must be even (2x2 max pooling), got {warp_size}")
@@ -78,13 +80,15 @@ class MaskClassifier(nn.Module):
         self.box_pathway = _Pathway(pooled, representation_size)
         self.mask_pathway = _Pathway(pooled, representation_size)
         joint = 2 * representation_size
-        self.cls_score = _init_linear(nn.Linear(joint, num_classes + 1), 0.01)
         self.seg_cls_score = _init_linear(nn.Linear(joint, num_classes + 1), 0.01)
-        self.bbox_pred = _init_linear(nn.Linear(joint, 4 * (num_classes + 1)), 0.001)
+        self.cls_score = _init_linear(nn.Linear(joint, num_classes + 1), 0.01) if box_outputs else None
+        self.bbox_pred = _init_linear(nn.Linear(joint, 4 * (num_classes + 1)), 0.001) if box_outputs else None
 
     def forward(self, warped: torch.Tensor, mask_probs: torch.Tensor) -> StageOutputs:
         """`warped` (R, C, S, S); `mask_probs` (R, m, m) stage-2 mask probabilities in the same RoIs."""
         mask = F.interpolate(mask_probs[:, None].to(warped.dtype), size=(self.warp_size, self.warp_size),
                              mode="bilinear", align_corners=False)
         joint = torch.cat([self.mask_pathway(warped * mask), self.box_pathway(warped)], dim=1)
+        if self.cls_score is None:
+            return StageOutputs(None, self.seg_cls_score(joint), None)
         return StageOutputs(self.cls_score(joint), self.seg_cls_score(joint), self.bbox_pred(joint))
