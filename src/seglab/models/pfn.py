@@ -56,7 +56,7 @@ from ..registry import register_model
 from ..structures import InstanceResult
 from .affinity import IGNORE, instance_maps_from_targets
 
-__all__ = ["PFN", "location_targets", "pfn_instances"]
+__all__ = ["PFN", "location_targets", "pad_target", "pfn_instances"]
 
 STRIDE = 8
 
@@ -141,7 +141,7 @@ class PFN(nn.Module):
     def losses(self, out: dict, targets: Sequence[dict], padded: tuple[int, int], sizes) -> dict[str, torch.Tensor]:
         if len(targets) != len(sizes):
             raise SeglabError(f"got {len(targets)} targets for {len(sizes)} images")
-        padded_targets = [_pad_target(t, size, padded) for t, size in zip(targets, sizes)]
+        padded_targets = [pad_target(t, size, padded) for t, size in zip(targets, sizes)]
         inst, cls = instance_maps_from_targets(padded_targets, padded)
         device = out["semantic"].device
         loss_semantic = F.cross_entropy(resize_to(out["semantic"], padded).float(), cls.to(device), ignore_index=IGNORE)
@@ -200,7 +200,7 @@ def pfn_instances(probs: torch.Tensor, location: torch.Tensor, counts: torch.Ten
                           labels=torch.tensor(labels, device=cls.device), masks=masks_t)
 
 
-def _pad_target(target: dict, size: tuple[int, int], padded: tuple[int, int]) -> dict:
+def pad_target(target: dict, size: tuple[int, int], padded: tuple[int, int]) -> dict:
     """The target's masks (or instance map) zero-padded from the image size to the padded batch size."""
     pad = (0, padded[1] - size[1], 0, padded[0] - size[0])
     if "instance_map" in target:
