@@ -199,9 +199,9 @@ def _instance_cut(name: str, num_classes: int, in_channels: int, backbone_weight
 @register_model(task="instance")
 def instance_cut_resnet50(*, num_classes: int, in_channels: int = 3, backbone_weights: str | None = None,
                           aux_loss: bool = False, **kwargs) -> InstanceCut:
-    """InstanceCut on ResNet-50 at stride 8 (Kirillov et al., CVPR 2017; 44.73M parameters at 21 classes). Model kwargs: head_channels,
-    mlp_channels, context_channels and the partition settings (partition_stride, marker_threshold, beta,
-    min_area); the rest go to the trunk (`width`)."""
+    """InstanceCut on ResNet-50 at stride 8 (Kirillov et al., CVPR 2017; 44.73M parameters at 21 classes).
+    Model kwargs: head_channels, mlp_channels, context_channels and the partition settings
+    (partition_stride, marker_threshold, beta, min_area); the rest go to the trunk (`width`)."""
     return _instance_cut("resnet50", num_classes, in_channels, backbone_weights, aux_loss, kwargs)
 
 
