@@ -38,3 +38,17 @@ def objects_found(results, targets, top: int = 10, iou: float = 0.5) -> int:
             union = (result.masks[:top] | gt_mask).flatten(1).sum(1).clamp(min=1)
             found += int(((inter / union) * same).max() > iou)
     return found
+
+
+def fit(model, images, targets, *, steps: int, lr: float) -> list[list[float]]:
+    """Adam steps on one batch in training mode; returns every step's loss values (in the dict's order)."""
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    history = []
+    for _ in range(steps):
+        losses = model(images, targets)
+        opt.zero_grad()
+        sum(losses.values()).backward()
+        opt.step()
+        history.append([v.item() for v in losses.values()])
+    return history

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from instance_scenes import objects_found, two_object_scenes
+from instance_scenes import fit, objects_found, two_object_scenes
 
 import seglab
 from seglab import SeglabError
@@ -45,14 +45,7 @@ def test_loss_falls_and_the_fitted_model_finds_the_objects():
     torch.manual_seed(0)
     model = seglab.create_model("instance_cut_resnet18", num_classes=3, **TINY).train()
     images, targets = two_object_scenes()
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    history = []
-    for _ in range(60):
-        losses = model(images, targets)
-        opt.zero_grad()
-        sum(losses.values()).backward()
-        opt.step()
-        history.append([v.item() for v in losses.values()])
+    history = fit(model, images, targets, steps=60, lr=3e-3)
     first, last = torch.tensor(history[:2]).mean(0), torch.tensor(history[-3:]).mean(0)
     assert last[0] < 0.3 * first[0] and last[1] < 0.8 * first[1], (first, last)
     with torch.no_grad():  # training mode: BatchNorm keeps the batch statistics it was fitted with

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from instance_scenes import objects_found, two_object_scenes
+from instance_scenes import fit, objects_found, two_object_scenes
 
 import seglab
 from seglab import SeglabError
@@ -94,14 +94,7 @@ def test_loss_falls_and_the_fitted_model_finds_the_objects():
     torch.manual_seed(0)
     model = seglab.create_model("mnc_resnet18", num_classes=3, stages=5, **TINY).train()
     images, targets = two_object_scenes()
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-    history = []
-    for _ in range(120):
-        loss = sum(model(images, targets).values())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        history.append(loss.item())
+    history = [sum(step) for step in fit(model, images, targets, steps=120, lr=2e-3)]
     assert sum(history[-5:]) / 5 < 0.5 * history[0]
     with torch.no_grad():  # training mode: BatchNorm keeps the batch statistics it was fitted with
         model.rpn.training = False  # but the test-time proposal counts

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from instance_scenes import two_object_scenes
+from instance_scenes import fit, two_object_scenes
 
 import seglab
 from seglab import SeglabError
@@ -48,14 +48,7 @@ def test_loss_falls_on_a_tiny_batch():
     torch.manual_seed(0)
     model = seglab.create_model("pfn_resnet18", num_classes=3, **TINY).train()
     images, targets = two_object_scenes()
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-    history = []
-    for _ in range(30):
-        losses = model(images, targets)
-        opt.zero_grad()
-        sum(losses.values()).backward()
-        opt.step()
-        history.append([v.item() for v in losses.values()])
+    history = fit(model, images, targets, steps=30, lr=2e-3)
     first, last = torch.tensor(history[:2]).mean(0), torch.tensor(history[-3:]).mean(0)
     assert (last < 0.5 * first).all(), (first, last)
 

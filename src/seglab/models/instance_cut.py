@@ -44,9 +44,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backbones import create_backbone
-from ..data.instances import masks_to_boxes
 from ..errors import SeglabError
+from ..inference.grid_instances import instances_from_grid
 from ..inference.instance_cut import instance_cut
 from ..layers import resize_to
 from ..layers.image_batch import batch_images
@@ -54,6 +53,7 @@ from ..registry import register_model
 from ..structures import InstanceResult
 from .affinity import IGNORE, instance_maps_from_targets
 from .pfn import pad_target
+from .trunk_builder import build_on_trunk
 
 __all__ = ["ContextModule", "EdgeDetectionBlock", "InstanceCut", "instance_boundaries"]
 
@@ -165,35 +165,11 @@ class InstanceCut(nn.Module):
         min_cells = max(1, math.ceil(self.min_area / self.partition_stride ** 2))
         for i, (h, w) in enumerate(sizes):
             gh, gw = math.ceil(h / self.partition_stride), math.ceil(w / self.partition_stride)
-            cut = instance_cut(grid_probs[i, :, :gh, :gw], grid_edges[i, :gh, :gw], marker_threshold=self.marker_threshold,
-                               beta=self.beta, min_area=min_cells)
-            ids = torch.from_numpy(cut.instance_map).to(semantic.device)
-            ids = F.interpolate(ids[None, None].float(), scale_factor=self.partition_stride, mode="nearest")[0, 0]
-            ids = ids[:h, :w].long()
-            probs = full_probs[i, :, :h, :w]
-            labels = torch.from_numpy(cut.labels).to(semantic.device)
-            masks = ids[None] == torch.arange(1, len(labels) + 1, device=ids.device)[:, None, None]
-            masks &= probs.argmax(0)[None] == labels[:, None, None]
-            keep = masks.flatten(1).sum(1) >= self.min_area
-            masks, labels = masks[keep], labels[keep]
-            scores = torch.stack([probs[c][m].mean() for c, m in zip(labels.tolist(), masks)]) if len(labels) \
-                else probs.new_zeros(0)
-            results.append(InstanceResult(boxes=masks_to_boxes(masks.cpu()).to(ids.device), scores=scores,
-                                          labels=labels - 1, masks=masks))
+            cut = instance_cut(grid_probs[i, :, :gh, :gw], grid_edges[i, :gh, :gw],
+                               marker_threshold=self.marker_threshold, beta=self.beta, min_area=min_cells)
+            results.append(instances_from_grid(cut.instance_map, cut.labels, full_probs[i, :, :h, :w],
+                                               self.partition_stride, self.min_area))
         return results
-
-
-def _instance_cut(name: str, num_classes: int, in_channels: int, backbone_weights: str | None, aux_loss: bool,
-                  kwargs: dict) -> InstanceCut:
-    if aux_loss:
-        raise SeglabError(f"instance_cut_{name} has no auxiliary head; use aux_loss=False")
-    if kwargs.pop("output_stride", STRIDE) != STRIDE:
-        raise SeglabError(f"InstanceCut's trunk runs at output_stride {STRIDE}")
-    own = {k: kwargs.pop(k) for k in ("head_channels", "mlp_channels", "context_channels", "partition_stride",
-                                      "marker_threshold", "beta", "min_area") if k in kwargs}
-    backbone = create_backbone(name, weights=backbone_weights, in_channels=in_channels, output_stride=STRIDE,
-                               **kwargs)
-    return InstanceCut(backbone, num_classes, **own)
 
 
 @register_model(task="instance")
@@ -202,7 +178,9 @@ def instance_cut_resnet50(*, num_classes: int, in_channels: int = 3, backbone_we
     """InstanceCut on ResNet-50 at stride 8 (Kirillov et al., CVPR 2017; 44.73M parameters at 21 classes).
     Model kwargs: head_channels, mlp_channels, context_channels and the partition settings
     (partition_stride, marker_threshold, beta, min_area); the rest go to the trunk (`width`)."""
-    return _instance_cut("resnet50", num_classes, in_channels, backbone_weights, aux_loss, kwargs)
+    return build_on_trunk(InstanceCut, "resnet50", entrypoint="instance_cut_resnet50", stride=STRIDE,
+                          num_classes=num_classes, in_channels=in_channels,
+                          backbone_weights=backbone_weights, aux_loss=aux_loss, kwargs=kwargs)
 
 
 @register_model(task="instance")
@@ -210,4 +188,6 @@ def instance_cut_resnet18(*, num_classes: int, in_channels: int = 3, backbone_we
                           aux_loss: bool = False, **kwargs) -> InstanceCut:
     """InstanceCut on ResNet-18 at stride 8 (17.51M parameters at 21 classes); kwargs as for
     instance_cut_resnet50."""
-    return _instance_cut("resnet18", num_classes, in_channels, backbone_weights, aux_loss, kwargs)
+    return build_on_trunk(InstanceCut, "resnet18", entrypoint="instance_cut_resnet18", stride=STRIDE,
+                          num_classes=num_classes, in_channels=in_channels,
+                          backbone_weights=backbone_weights, aux_loss=aux_loss, kwargs=kwargs)

@@ -58,7 +58,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backbones import create_backbone
 from ..data.instances import masks_to_boxes
 from ..errors import SeglabError
 from ..heads.instance.instance_fcn import InstanceFCNHead, assemble_instances, check_window, window_boxes
@@ -70,6 +69,7 @@ from ..layers.image_batch import batch_images
 from ..registry import register_model
 from ..structures import InstanceResult
 from .mask_rcnn import check_instance_targets
+from .trunk_builder import build_on_trunk
 
 __all__ = ["InstanceFCN", "PAPER_SCALES"]
 
@@ -149,8 +149,8 @@ class InstanceFCN(nn.Module):
     def window_losses(self, score_maps: torch.Tensor, objectness: torch.Tensor,
                       targets: Sequence[dict]) -> dict[str, torch.Tensor]:
         grid = tuple(score_maps.shape[-2:])
-        labels, all_windows, all_boxes, all_matched = [], [], [], []
-        for i, t in enumerate(targets):
+        labels, all_boxes, all_matched = [], [], []
+        for t in targets:
             matched, boxes = (v.to(score_maps.device) for v in self.window_targets(t, grid))
             labels.append((matched >= 0).long())
             all_matched.append(matched)
@@ -306,30 +306,15 @@ def _pad_masks(masks: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.cat([F.pad(m, (0, width - m.shape[2], 0, height - m.shape[1])) for m in masks])
 
 
-_OWN_KWARGS = ("k", "m", "mid_channels", "scales", "positive_scale_range", "windows_per_image", "feature_channels",
-               "warp_size", "representation_size", "rois_per_image", "positive_fraction", "pre_nms_top_n",
-               "post_nms_top_n", "proposal_nms_thresh", "score_thresh", "nms_thresh", "detections_per_img")
-
-
-def _instance_fcn(name: str, num_classes: int, in_channels: int, backbone_weights: str | None, aux_loss: bool,
-                  kwargs: dict) -> InstanceFCN:
-    if aux_loss:
-        raise SeglabError(f"instance_fcn_{name} has no auxiliary head; use aux_loss=False")
-    if kwargs.pop("output_stride", STRIDE) != STRIDE:
-        raise SeglabError(f"InstanceFCN's trunk runs at output_stride {STRIDE} (the paper's stride-8 conv5)")
-    own = {k: kwargs.pop(k) for k in _OWN_KWARGS if k in kwargs}
-    backbone = create_backbone(name, weights=backbone_weights, in_channels=in_channels, output_stride=STRIDE,
-                               **kwargs)
-    return InstanceFCN(backbone, num_classes, **own)
-
-
 @register_model(task="instance")
 def instance_fcn_resnet50(*, num_classes: int, in_channels: int = 3, backbone_weights: str | None = None,
                           aux_loss: bool = False, **kwargs) -> InstanceFCN:
     """InstanceFCN on ResNet-50 at stride 8 (Dai et al., ECCV 2016) with MNC's classifier (274.43M parameters
     at 21 classes). Model kwargs: k, m, mid_channels, scales, positive_scale_range, the sampling, proposal
     and classifier settings; the rest go to the trunk (`width`)."""
-    return _instance_fcn("resnet50", num_classes, in_channels, backbone_weights, aux_loss, kwargs)
+    return build_on_trunk(InstanceFCN, "resnet50", entrypoint="instance_fcn_resnet50", stride=STRIDE,
+                          num_classes=num_classes, in_channels=in_channels,
+                          backbone_weights=backbone_weights, aux_loss=aux_loss, kwargs=kwargs)
 
 
 @register_model(task="instance")
@@ -337,4 +322,6 @@ def instance_fcn_resnet18(*, num_classes: int, in_channels: int = 3, backbone_we
                           aux_loss: bool = False, **kwargs) -> InstanceFCN:
     """InstanceFCN on ResNet-18 at stride 8 (253.45M parameters at 21 classes, 239M of them MNC's classifier);
     kwargs as for instance_fcn_resnet50."""
-    return _instance_fcn("resnet18", num_classes, in_channels, backbone_weights, aux_loss, kwargs)
+    return build_on_trunk(InstanceFCN, "resnet18", entrypoint="instance_fcn_resnet18", stride=STRIDE,
+                          num_classes=num_classes, in_channels=in_channels,
+                          backbone_weights=backbone_weights, aux_loss=aux_loss, kwargs=kwargs)

@@ -69,7 +69,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backbones import create_backbone
 from ..errors import ConfigError, SeglabError
 from ..heads.instance.mnc import MaskClassifier, MaskEstimator, StageOutputs
 from ..heads.instance.roi_heads import project_masks_on_boxes
@@ -87,6 +86,7 @@ from ..layers.image_batch import batch_images
 from ..registry import register_model
 from ..structures import InstanceResult
 from .mask_rcnn import check_instance_targets
+from .trunk_builder import build_on_trunk
 
 __all__ = ["MNC"]
 
@@ -194,7 +194,8 @@ class MNC(nn.Module):
         fg = torch.where(best >= self.fg_iou_thresh)[0]
         bg = torch.where(best < self.fg_iou_thresh)[0]
         if sample:
-            fg = fg[torch.randperm(fg.numel(), device=device)][: round(self.batch_size_per_image * self.positive_fraction)]
+            most = round(self.batch_size_per_image * self.positive_fraction)
+            fg = fg[torch.randperm(fg.numel(), device=device)][:most]
             bg = _sample_background(best, bg, self.batch_size_per_image - fg.numel(), 0.85)
         keep = torch.cat([fg, bg])
         labels = torch.zeros(keep.numel(), dtype=torch.long, device=device)
@@ -307,32 +308,15 @@ class MNC(nn.Module):
         return InstanceResult(boxes=boxes, scores=scores, labels=cls, masks=masks)
 
 
-_OWN_KWARGS = ("stages", "feature_channels", "warp_size", "mask_size", "mask_hidden", "representation_size",
-               "anchor_sizes", "aspect_ratios", "rpn_pre_nms_top_n_train", "rpn_pre_nms_top_n_test",
-               "rpn_post_nms_top_n_train", "rpn_post_nms_top_n_test", "rpn_batch_size_per_image",
-               "batch_size_per_image", "positive_fraction", "fg_iou_thresh", "box_grad", "box_grad_clip",
-               "mask_loss_weight", "score_thresh", "nms_thresh", "detections_per_img", "mask_threshold")
-
-
-def _mnc(name: str, num_classes: int, in_channels: int, backbone_weights: str | None, aux_loss: bool,
-         kwargs: dict) -> MNC:
-    if aux_loss:
-        raise SeglabError(f"mnc_{name} has no auxiliary head; use aux_loss=False")
-    if kwargs.pop("output_stride", STRIDE) != STRIDE:
-        raise SeglabError(f"MNC's trunk runs at output_stride {STRIDE} (conv5 dilated)")
-    own = {k: kwargs.pop(k) for k in _OWN_KWARGS if k in kwargs}
-    backbone = create_backbone(name, weights=backbone_weights, in_channels=in_channels, output_stride=STRIDE,
-                               **kwargs)
-    return MNC(backbone, num_classes, **own)
-
-
 @register_model(task="instance")
 def mnc_resnet50(*, num_classes: int, in_channels: int = 3, backbone_weights: str | None = None,
                  aux_loss: bool = False, **kwargs) -> MNC:
     """MNC on ResNet-50, conv5 dilated (Dai et al., CVPR 2016; 300.02M parameters at 21 classes). Model
     kwargs: stages (3 or 5), feature_channels, mask_hidden, representation_size, warp_size, mask_size,
     box_grad, box_grad_clip, the RPN / RoI counts and the inference settings; the rest go to the trunk."""
-    return _mnc("resnet50", num_classes, in_channels, backbone_weights, aux_loss, kwargs)
+    return build_on_trunk(MNC, "resnet50", entrypoint="mnc_resnet50", stride=STRIDE,
+                          num_classes=num_classes, in_channels=in_channels,
+                          backbone_weights=backbone_weights, aux_loss=aux_loss, kwargs=kwargs)
 
 
 @register_model(task="instance")
@@ -340,4 +324,6 @@ def mnc_resnet18(*, num_classes: int, in_channels: int = 3, backbone_weights: st
                  aux_loss: bool = False, **kwargs) -> MNC:
     """MNC on ResNet-18 (278.02M parameters at 21 classes, almost all in the per-RoI fc layers); kwargs
     as for mnc_resnet50."""
-    return _mnc("resnet18", num_classes, in_channels, backbone_weights, aux_loss, kwargs)
+    return build_on_trunk(MNC, "resnet18", entrypoint="mnc_resnet18", stride=STRIDE,
+                          num_classes=num_classes, in_channels=in_channels,
+                          backbone_weights=backbone_weights, aux_loss=aux_loss, kwargs=kwargs)

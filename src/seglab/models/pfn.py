@@ -46,7 +46,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backbones import create_backbone
 from ..data.instances import masks_to_boxes
 from ..errors import SeglabError
 from ..inference.spectral import spectral_clustering
@@ -55,6 +54,7 @@ from ..layers.image_batch import batch_images
 from ..registry import register_model
 from ..structures import InstanceResult
 from .affinity import IGNORE, instance_maps_from_targets
+from .trunk_builder import build_on_trunk
 
 __all__ = ["PFN", "location_targets", "pad_target", "pfn_instances"]
 
@@ -107,7 +107,8 @@ class PFN(nn.Module):
         self.num_classes, self.location_stages = num_classes, tuple(stages)
         self.backbone = backbone
         channels = backbone.out_channels
-        self.fc6 = nn.Sequential(nn.Conv2d(channels[-1], head_channels, 3, padding=12, dilation=12), nn.ReLU(inplace=True))
+        self.fc6 = nn.Sequential(nn.Conv2d(channels[-1], head_channels, 3, padding=12, dilation=12),
+                                 nn.ReLU(inplace=True))
         self.fc7 = nn.Sequential(nn.Conv2d(head_channels, head_channels, 1), nn.ReLU(inplace=True))
         self.classifier = nn.Conv2d(head_channels, num_classes + 1, 1)
         self.streams = nn.ModuleList(_Stream(channels[s], location_channels) for s in stages)
@@ -216,26 +217,15 @@ def _class_counts(target: dict, num_classes: int) -> torch.Tensor:
     return torch.bincount(labels, minlength=num_classes)[:num_classes].float()
 
 
-def _pfn(name: str, num_classes: int, in_channels: int, backbone_weights: str | None, aux_loss: bool,
-         kwargs: dict) -> PFN:
-    if aux_loss:
-        raise SeglabError(f"pfn_{name} has no auxiliary head; use aux_loss=False")
-    if kwargs.pop("output_stride", STRIDE) != STRIDE:
-        raise SeglabError(f"PFN's trunk runs at output_stride {STRIDE}")
-    own = {k: kwargs.pop(k) for k in ("head_channels", "location_channels", "count_channels", "location_stages",
-                                      "sigma", "max_points", "min_area") if k in kwargs}
-    backbone = create_backbone(name, weights=backbone_weights, in_channels=in_channels, output_stride=STRIDE,
-                               **kwargs)
-    return PFN(backbone, num_classes, **own)
-
-
 @register_model(task="instance")
 def pfn_resnet50(*, num_classes: int, in_channels: int = 3, backbone_weights: str | None = None,
                  aux_loss: bool = False, **kwargs) -> PFN:
     """Proposal-free network on ResNet-50 at stride 8 (Liang et al., TPAMI 2018; 50.09M parameters at 21
     classes). Model kwargs: head_channels, location_channels, count_channels, location_stages and the
     clustering settings (sigma, max_points, min_area); the rest go to the trunk (`width`)."""
-    return _pfn("resnet50", num_classes, in_channels, backbone_weights, aux_loss, kwargs)
+    return build_on_trunk(PFN, "resnet50", entrypoint="pfn_resnet50", stride=STRIDE,
+                          num_classes=num_classes, in_channels=in_channels,
+                          backbone_weights=backbone_weights, aux_loss=aux_loss, kwargs=kwargs)
 
 
 @register_model(task="instance")
@@ -243,4 +233,6 @@ def pfn_resnet18(*, num_classes: int, in_channels: int = 3, backbone_weights: st
                  aux_loss: bool = False, **kwargs) -> PFN:
     """Proposal-free network on ResNet-18 at stride 8 (20.51M parameters at 21 classes); kwargs as for
     pfn_resnet50."""
-    return _pfn("resnet18", num_classes, in_channels, backbone_weights, aux_loss, kwargs)
+    return build_on_trunk(PFN, "resnet18", entrypoint="pfn_resnet18", stride=STRIDE,
+                          num_classes=num_classes, in_channels=in_channels,
+                          backbone_weights=backbone_weights, aux_loss=aux_loss, kwargs=kwargs)

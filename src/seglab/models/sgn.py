@@ -48,10 +48,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backbones import create_backbone
-from ..data.instances import masks_to_boxes
 from ..errors import SeglabError
 from ..heads.instance.sgn import LineNet, MergerNet
+from ..inference.grid_instances import instances_from_grid
 from ..inference.sequential_grouping import (
     LineSegments,
     ground_truth_breakpoints,
@@ -65,6 +64,7 @@ from ..registry import register_model
 from ..structures import InstanceResult
 from .affinity import IGNORE, instance_maps_from_targets
 from .pfn import pad_target
+from .trunk_builder import build_on_trunk
 
 __all__ = ["SGN", "pair_geometry"]
 
@@ -96,7 +96,8 @@ class SGN(nn.Module):
                  min_area: int = 16):
         super().__init__()
         if backbone.strides[-1] != STRIDE or backbone.strides[1] != GRID:
-            raise SeglabError(f"SGN needs a trunk at stride {STRIDE} with a stride-{GRID} stage, got {backbone.strides}")
+            raise SeglabError(f"SGN needs a trunk at stride {STRIDE} with a stride-{GRID} stage, "
+                              f"got {backbone.strides}")
         self.num_classes = num_classes
         self.backbone = backbone
         channels = backbone.out_channels
@@ -142,7 +143,8 @@ class SGN(nn.Module):
         device = semantic.device
         loss_semantic = F.cross_entropy(resize_to(semantic, padded).float(), cls.to(device), ignore_index=IGNORE)
         grid = F.interpolate(inst[:, None].float(), size=semantic.shape[-2:], mode="nearest")[:, 0].long().numpy()
-        grid_classes = F.interpolate(cls[:, None].float(), size=semantic.shape[-2:], mode="nearest")[:, 0].long().numpy()
+        grid_classes = F.interpolate(cls[:, None].float(), size=semantic.shape[-2:], mode="nearest")[:, 0]
+        grid_classes = grid_classes.long().numpy()
         grid_classes = np.where((grid_classes == IGNORE) | (grid <= 0), 0, grid_classes)
         starts = np.stack([np.stack(ground_truth_breakpoints(np.clip(g, 0, None))) for g in grid])  # (N, 2, h, w)
         starts = torch.from_numpy(starts).float().to(device)
@@ -216,34 +218,9 @@ class SGN(nn.Module):
             gh, gw = math.ceil(h / GRID), math.ceil(w / GRID)
             ids = self.group(out["feature"][i, :, :gh, :gw], classes[i, :gh, :gw], lines[i, :, :gh, :gw])
             cls = classes[i, :gh, :gw]
-            count = int(ids.max())
-            labels = np.array([cls[ids == k][0] for k in range(1, count + 1)], dtype=np.int64)
-            ids_t = torch.from_numpy(ids).to(full_probs.device)
-            ids_t = F.interpolate(ids_t[None, None].float(), scale_factor=GRID, mode="nearest")[0, 0, :h, :w].long()
-            probs = full_probs[i, :, :h, :w]
-            labels_t = torch.from_numpy(labels).to(probs.device)
-            masks = ids_t[None] == torch.arange(1, count + 1, device=probs.device)[:, None, None]
-            masks &= probs.argmax(0)[None] == labels_t[:, None, None]
-            keep = masks.flatten(1).sum(1) >= self.min_area
-            masks, labels_t = masks[keep], labels_t[keep]
-            scores = torch.stack([probs[c][m].mean() for c, m in zip(labels_t.tolist(), masks)]) if len(labels_t) \
-                else probs.new_zeros(0)
-            results.append(InstanceResult(boxes=masks_to_boxes(masks.cpu()).to(probs.device), scores=scores,
-                                          labels=labels_t - 1, masks=masks))
+            labels = np.array([cls[ids == k][0] for k in range(1, int(ids.max()) + 1)], dtype=np.int64)
+            results.append(instances_from_grid(ids, labels, full_probs[i, :, :h, :w], GRID, self.min_area))
         return results
-
-
-def _sgn(name: str, num_classes: int, in_channels: int, backbone_weights: str | None, aux_loss: bool,
-         kwargs: dict) -> SGN:
-    if aux_loss:
-        raise SeglabError(f"sgn_{name} has no auxiliary head; use aux_loss=False")
-    if kwargs.pop("output_stride", STRIDE) != STRIDE:
-        raise SeglabError(f"SGN's trunk runs at output_stride {STRIDE}")
-    own = {k: kwargs.pop(k) for k in ("decoder_channels", "line_hidden", "merger_channels", "merger_hidden",
-                                      "merge_threshold", "min_area") if k in kwargs}
-    backbone = create_backbone(name, weights=backbone_weights, in_channels=in_channels, output_stride=STRIDE,
-                               **kwargs)
-    return SGN(backbone, num_classes, **own)
 
 
 @register_model(task="instance")
@@ -253,11 +230,15 @@ def sgn_resnet50(*, num_classes: int, in_channels: int = 3, backbone_weights: st
     classes). Model kwargs:
     decoder_channels, line_hidden, merger_channels, merger_hidden, merge_threshold, min_area; the rest go
     to the trunk (`width`)."""
-    return _sgn("resnet50", num_classes, in_channels, backbone_weights, aux_loss, kwargs)
+    return build_on_trunk(SGN, "resnet50", entrypoint="sgn_resnet50", stride=STRIDE,
+                          num_classes=num_classes, in_channels=in_channels,
+                          backbone_weights=backbone_weights, aux_loss=aux_loss, kwargs=kwargs)
 
 
 @register_model(task="instance")
 def sgn_resnet18(*, num_classes: int, in_channels: int = 3, backbone_weights: str | None = None,
                  aux_loss: bool = False, **kwargs) -> SGN:
     """SGN on ResNet-18 at stride 8 (12.64M parameters at 21 classes); kwargs as for sgn_resnet50."""
-    return _sgn("resnet18", num_classes, in_channels, backbone_weights, aux_loss, kwargs)
+    return build_on_trunk(SGN, "resnet18", entrypoint="sgn_resnet18", stride=STRIDE,
+                          num_classes=num_classes, in_channels=in_channels,
+                          backbone_weights=backbone_weights, aux_loss=aux_loss, kwargs=kwargs)
