@@ -63,3 +63,10 @@ def test_without_breakpoints_touching_instances_of_one_class_merge():
     pairs, _, cells = merge_candidates(segments)
     groups = group_segments(len(segments), pairs, breakpoint_merge_scores(pairs, cells, np.zeros_like(ids)))
     assert len(np.unique(groups)) == 1
+
+
+def test_an_empty_grid_has_no_segments_and_no_candidates():
+    segments = line_segments(np.zeros((3, 4), dtype=np.int64), np.zeros((3, 4), dtype=bool))
+    pairs, counts, cells = merge_candidates(segments)
+    assert len(segments) == 0 and pairs.shape == (0, 2) and cells.shape == (0, 3)
+    assert group_segments(0, pairs, np.zeros(0)).size == 0

@@ -82,13 +82,15 @@ def merge_candidates(segments: LineSegments) -> tuple[np.ndarray, np.ndarray, np
     """Candidate pairs of a grid's segments: ((P, 2) (upper, lower) segment pairs that touch vertically
     and share a class, (P,) their overlap in cells, (M, 3) the overlap cells as (pair index, row, column)
     of the lower cell)."""
+    if len(segments) == 0:
+        return np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros((0, 3), dtype=np.int64)
     ids = segments.ids
     upper, lower = ids[:-1], ids[1:]
     touching = (upper >= 0) & (lower >= 0) & (upper != lower)
     touching &= segments.label[np.maximum(upper, 0)] == segments.label[np.maximum(lower, 0)]
     a, b = upper[touching], lower[touching]
     if a.size == 0:
-        return np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros((0, 2), dtype=np.int64)
+        return np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros((0, 3), dtype=np.int64)
     pairs, inverse, counts = np.unique(np.stack([a, b], 1), axis=0, return_inverse=True, return_counts=True)
     rows, cols = np.nonzero(touching)
     cells = np.stack([rows + 1, cols], 1)  # the lower cell of every touching column

@@ -199,6 +199,8 @@ class SGN(nn.Module):
         """(h, w) instance ids (0 background) of one image's grid from its class map and LineNet start
         probabilities (2, h, w)."""
         segments = line_segments(classes, lines[0] > 0.5)
+        if len(segments) == 0:
+            return np.zeros(classes.shape, dtype=np.int64)
         pairs, counts, cells = merge_candidates(segments)
         if len(pairs):
             with torch.no_grad():
