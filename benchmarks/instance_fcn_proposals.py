@@ -20,7 +20,7 @@ from speed import cpu_name
 
 import seglab
 from seglab.config import load_config
-from seglab.engine.instance import build_instance_datasets
+from seglab.engine import build_datasets
 from seglab.metrics.proposals import average_recall
 
 
@@ -34,7 +34,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     cfg = load_config(args.config, args.overrides)
-    _, val = build_instance_datasets(cfg, train=False)
+    _, val = build_datasets(cfg, train=False)
     model = seglab.load_model(args.checkpoint).eval()
     model.post_nms_top_n = max(model.pre_nms_top_n, args.post_nms_top_n)
     model.pre_nms_top_n = max(model.pre_nms_top_n, args.post_nms_top_n)
