@@ -325,9 +325,10 @@ def _add_inference_options(s: argparse.ArgumentParser, *, crf: bool = True) -> N
                    help="autocast precision (default fp32); bf16 is about 2x faster on CPUs with AVX-512 bf16 "
                         "and on recent GPUs, with slightly different numbers")
     s.add_argument("--bf16", action="store_true", help="the same as --precision bf16")
-    s.add_argument("--backend", choices=["auto", "eager"], default=None,
+    s.add_argument("--backend", choices=["auto", "eager", "compile"], default=None,
                    help="auto (default): the fastest path that keeps the labels (BatchNorm folded, channels-last); "
-                        "eager: the model as it is")
+                        "eager: the model as it is; compile: auto + torch.compile (compile time reported, eager "
+                        "fallback)")
     _add_device_option(s)
 
 
