@@ -95,9 +95,10 @@ def decode_map(m: dict) -> np.ndarray:
     return np.frombuffer(base64.b64decode(m["data"]), dtype).reshape(m["height"], m["width"])
 
 
-def save_tiny_model(path: Path, name: str, *, num_classes: int, classes=None, inference=None, **kwargs) -> Path:
+def save_tiny_model(path: Path, name: str, *, num_classes: int, classes=None, inference=None, train_size=None,
+                    **kwargs) -> Path:
     """A tiny untrained model of entrypoint `name` as a seglab model file (class names, palette, stored
-    inference settings)."""
+    inference settings, the training images' size [h, w])."""
     import torch
 
     from seglab import hub
@@ -107,4 +108,4 @@ def save_tiny_model(path: Path, name: str, *, num_classes: int, classes=None, in
     model = hub.create_model(name, num_classes=num_classes, **kwargs)
     return hub.save_model(model, path, classes=classes or [f"class{i}" for i in range(num_classes)],
                           palette=[list(c) for c in default_palette(num_classes)],
-                          extra={"inference": inference} if inference else None)
+                          extra={k: v for k, v in (("inference", inference), ("train_size", train_size)) if v} or None)

@@ -34,7 +34,8 @@ def test_health_and_model_cards(server, tiny_model_file):
     assert status == 200 and card["name"] == "tiny" and card["task"] == "semantic" and card["architecture"] == "bisenetv2"
     assert card["classes"] == ["sky", "road", "tree", "car"] and len(card["palette"]) == 4
     assert card["inference"]["tta"] == {"flip": True, "scales": [1.0]}, "the stored setting is in use"
-    assert card["input"]["channels"] == 3 and card["input"]["scale"]
+    assert card["input"]["channels"] == 3 and card["input"]["scale"] == "resized to short side 32", "the training size"
+    assert card["inference"]["resize"]["short_side"] == 32
 
 
 def test_labels_are_those_of_seglab_predict_with_the_stored_settings(server, tiny_model_file, tmp_path):
@@ -53,9 +54,38 @@ def test_labels_are_those_of_seglab_predict_with_the_stored_settings(server, tin
         status, _, body = post_image(server.port, png(IMAGE), "map=1", multipart=multipart)
         reply = json.loads(body)
         assert status == 200 and np.array_equal(decode_map(reply["map"]), expected)
-    # and the stored flip TTA mattered: without it the labels differ
-    plain = load_served_model(str(tiny_model_file), device="cpu", tta="none")
-    assert not np.array_equal(plain.predictor.predict_image(IMAGE).labels.numpy(), expected)
+    # and the stored settings mattered: without the flip TTA, or at the photo's own size, the labels differ
+    for override in ({"tta": "none"}, {"imgsz": "native"}):
+        plain = load_served_model(str(tiny_model_file), device="cpu", **override)
+        assert not np.array_equal(plain.predictor.predict_image(IMAGE).labels.numpy(), expected), override
+
+
+def test_a_photo_of_another_size_in_a_batch_gets_the_labels_of_seglab_predict(tiny_model_file, tmp_path):
+    """Photos of two sizes arriving together (one batch): each is resized to the model's scale on its own
+    and gets the labels `seglab predict` writes for it."""
+    images = {"small": photo(48, 64, seed=1), "wide": photo(40, 90, seed=2)}
+    (tmp_path / "in").mkdir()
+    for name, image in images.items():
+        Image.fromarray(image).save(tmp_path / "in" / f"{name}.png")
+    assert main(["predict", "--checkpoint", str(tiny_model_file), str(tmp_path / "in"), "--out", str(tmp_path / "out"),
+                 "--device", "cpu"]) == 0
+    gate, server = gated_server(tiny_model_file, max_batch=4, batch_wait_ms=5, queue_limit=8)
+    with server, ThreadPoolExecutor(3) as pool:
+        first = pool.submit(post_image, server.port, png(photo(48, 64, seed=9)), "format=label")
+        assert gate.entered.wait(30)
+        waiting = {name: pool.submit(post_image, server.port, png(image), "format=label")
+                   for name, image in images.items()}
+        deadline = time.monotonic() + 30
+        while get_json(server.port, "/health")[1]["in_progress"] < 3:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        gate.gate.set()
+        assert first.result()[0] == 200
+        for name, future in waiting.items():
+            status, headers, body = future.result()
+            assert status == 200 and headers["x-seglab-batch"] == "2", "the two waiting photos went together"
+            expected = np.array(Image.open(tmp_path / "out" / f"{name}.png"))
+            assert np.array_equal(np.array(Image.open(io.BytesIO(body))), expected), name
 
 
 def test_json_histogram_and_overlay(server):
@@ -138,6 +168,11 @@ class GatedPredictor:
         self.entered.set()
         assert self.gate.wait(60)
         return self.inner.predict_image(image)
+
+    def predict_images(self, images):  # the batched path the server takes for several images
+        self.entered.set()
+        assert self.gate.wait(60)
+        return self.inner.predict_images(images)
 
 
 def gated_server(tiny_model_file, **settings):
