@@ -42,9 +42,10 @@ class ServedModel:
 
 
 def input_scale(predictor, options) -> str:
-    """How images are sized for the model, in words."""
-    resize = getattr(predictor, "resize", None)  # the training scale, where the predictor resizes
-    scale = resize.describe() if resize is not None and hasattr(resize, "describe") else "the image's own size"
+    """How images are sized for the model, in words (the resolved options' scale: the model's training
+    size, its stored `imgsz`/`scale`, or the command line's)."""
+    resize = options.resize if options.resize is not None else getattr(predictor, "resize", None)
+    scale = resize.describe() if resize is not None else "at their own size"
     if options.slide:
         scale += f", sliding window {options.slide[0]}x{options.slide[1]}"
     return scale
