@@ -55,11 +55,12 @@ def request(port: int, method: str, path: str, body: bytes | None = None, header
         conn.close()
 
 
-def post_image(port: int, data: bytes, query: str = "", *, multipart: bool = False, timeout: float = 120):
+def post_image(port: int, data: bytes, query: str = "", *, multipart: bool = False, timeout: float = 120,
+               filename: str = "x.png"):
     """POST /predict with `data` as the raw body or as a multipart file part named `image`."""
     if multipart:
         boundary = uuid.uuid4().hex
-        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"x.png\"\r\n"
+        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{filename}\"\r\n"
                 f"Content-Type: image/png\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
         headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
     else:

@@ -3,6 +3,7 @@ predict` with the model file's stored settings, the three reply formats, batchin
 (503 + Retry-After), a free event loop while the model runs, and one-line JSON errors for bad requests."""
 import io
 import json
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -278,3 +279,42 @@ def test_panoptic_and_joint_models(tmp_path):
         assert status == 400 and "say which model" in json.loads(body)["error"]
         cards = {c["name"]: c for c in get_json(s.port, "/models")[1]["models"]}
         assert cards["scene"]["spaces"]["geometric"]["classes"] == ["0", "1"] and cards["pan"]["task"] == "panoptic"
+
+
+OPENED: list = []   # files opened while RECORDING (an audit hook cannot be removed, so it is installed once)
+RECORDING = threading.Event()
+
+
+def record_open(event: str, args) -> None:
+    if RECORDING.is_set() and event in ("open", "os.open", "tempfile.mkstemp", "tempfile.mkdtemp", "os.mkdir"):
+        OPENED.append((event, args[0] if args else None))
+
+
+def test_uploads_never_touch_the_disk(server):
+    """A 2 MiB multipart upload (Starlette's form parser would spool it to a temporary file) whose file name
+    is a path: while the server handles it, no file is opened or created, and that name is never used."""
+    if not getattr(record_open, "installed", False):
+        sys.addaudithook(record_open)
+        record_open.installed = True
+    big = png(np.random.default_rng(0).integers(0, 256, (800, 900, 3), dtype=np.uint8))
+    assert len(big) > 2**21
+    for query in ("", "format=label", "format=overlay"):  # warm-up: lazy imports open their modules
+        assert post_image(server.port, big, query, multipart=True)[0] == 200
+    assert post_image(server.port, b"not an image", multipart=True)[0] == 415  # Pillow loads every plug-in
+    OPENED.clear()
+    RECORDING.set()
+    try:
+        import tempfile
+
+        with tempfile.SpooledTemporaryFile(max_size=10) as spool:  # what a spooling form parser would do
+            spool.write(b"x" * 100)
+        assert OPENED, "the audit hook sees files being created"
+        OPENED.clear()
+        for query in ("", "format=label", "format=overlay"):
+            status, _, _ = post_image(server.port, big, query, multipart=True, filename="../../tmp/seglab_probe.png")
+            assert status == 200
+        status, _, body = post_image(server.port, b"not an image", filename="/etc/passwd", multipart=True)
+        assert status == 415
+    finally:
+        RECORDING.clear()
+    assert OPENED == [], f"the server opened files while handling uploads: {OPENED[:5]}"
