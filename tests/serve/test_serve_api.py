@@ -37,6 +37,7 @@ def test_health_and_model_cards(server, tiny_model_file):
     assert card["inference"]["tta"] == {"flip": True, "scales": [1.0]}, "the stored setting is in use"
     assert card["input"]["channels"] == 3 and card["input"]["scale"] == "resized to short side 32", "the training size"
     assert card["inference"]["resize"]["short_side"] == 32
+    assert card["trained"] == {}, "an untrained file records no dataset or validation figure"
 
 
 def test_labels_are_those_of_seglab_predict_with_the_stored_settings(server, tiny_model_file, tmp_path):

@@ -87,6 +87,11 @@ def test_the_page_predicts_a_camvid_image_in_chromium(browser, shared_dir, tmp_p
         d.get(server.url + "/")
         wait_for(lambda: d.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "ready", 30, "the models")
         assert d.find_element(By.ID, "model").get_attribute("value") == "bisenetv2.camvid"
+        from seglab.pretrained import model_card
+
+        card_line = d.find_element(By.ID, "card").text  # how the model was trained, from the weights registry
+        assert model_card("bisenetv2.camvid")["figure"] in card_line and "trained on CamVid" in card_line
+        assert "resized to short side 360" in card_line
 
         d.find_element(By.ID, "file").send_keys(str(image_path))
         state = wait_for(lambda: d.find_element(By.TAG_NAME, "body").get_attribute("data-state") in ("done", "error")
