@@ -156,6 +156,16 @@ def test_the_page_predicts_a_camvid_image_in_chromium(browser, shared_dir, tmp_p
             d.save_screenshot(os.environ["SEGLAB_SERVE_SCREENSHOT"])
 
 
+DROP_FILE = """
+const bytes = Uint8Array.from(atob(arguments[0]), (c) => c.charCodeAt(0));
+const transfer = new DataTransfer();
+transfer.items.add(new File([bytes], arguments[1], { type: "image/png" }));
+const target = document.getElementById("drop");
+for (const type of ["dragenter", "dragover", "drop"])
+  target.dispatchEvent(new DragEvent(type, { dataTransfer: transfer, bubbles: true, cancelable: true }));
+"""
+
+
 def legend_rows(d):
     from selenium.webdriver.common.by import By
 
@@ -171,9 +181,11 @@ def entry_label(segment: dict) -> str:
 @pytest.mark.slow
 def test_the_page_shows_instance_and_panoptic_segments(browser, tmp_path):
     """An instance and a panoptic model (tiny, untrained: they still find segments) on one server: the
-    legend lists the segments with class and score, the min-score field asks the server again, clicking a
+    image is dropped on the page; the legend lists the segments with class and score, the min-score field
+    asks the server again, clicking a
     segment shows only it, the hover names the segment under the cursor, and switching the model to the
     panoptic one lists its segments (scores on things only)."""
+    import base64
     import json
 
     from selenium.webdriver.common.by import By
@@ -190,7 +202,6 @@ def test_the_page_shows_instance_and_panoptic_segments(browser, tmp_path):
     pan = save_tiny_model(tmp_path / "pan.safetensors", "panoptic_fpn_resnet18", num_classes=3, num_things=1,
                           semantic_channels=8, panoptic_score_thresh=0.0, stuff_area_limit=0, **detection)
     data = png(photo(96, 128, seed=5))
-    (tmp_path / "street.png").write_bytes(data)
     body = lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-state")  # noqa: E731
 
     with ServerThread(build_app([str(inst), str(pan)], device="cpu")) as server:
@@ -205,7 +216,7 @@ def test_the_page_shows_instance_and_panoptic_segments(browser, tmp_path):
         assert score.is_displayed() and float(score.get_attribute("value")) == 0.5, "the model's threshold"
         score.clear()
         score.send_keys("0", Keys.TAB)
-        d.find_element(By.ID, "file").send_keys(str(tmp_path / "street.png"))
+        d.execute_script(DROP_FILE, base64.b64encode(data).decode(), "street.png")  # dropped, not picked
         assert wait_for(lambda: body(d) in ("done", "error") and body(d), 120, "the overlay") == "done", \
             d.find_element(By.ID, "status").text
 
