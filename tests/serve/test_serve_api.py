@@ -319,3 +319,26 @@ def test_uploads_never_touch_the_disk(server):
     finally:
         RECORDING.clear()
     assert OPENED == [], f"the server opened files while handling uploads: {OPENED[:5]}"
+
+
+def test_an_exported_onnx_file_is_served_as_seglab_predict_runs_it(tmp_path):
+    """`--model model.onnx`: the exported file (onnxruntime, its metadata for classes and the training
+    size) gives the labels `seglab predict --checkpoint model.onnx` writes."""
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed: pip install -e '.[onnx]'")
+    from seglab.export import export_model
+    from serve_helpers import save_tiny_model
+
+    from .conftest import TINY_SEMANTIC
+
+    source = save_tiny_model(tmp_path / "tiny.safetensors", "bisenetv2", num_classes=4, train_size=[32, 40],
+                             **TINY_SEMANTIC)
+    onnx = export_model(str(source), "onnx", out=str(tmp_path / "street.onnx"), dynamic=True).path
+    (tmp_path / "in").mkdir()
+    Image.fromarray(IMAGE).save(tmp_path / "in" / "street.png")
+    assert main(["predict", "--checkpoint", str(onnx), str(tmp_path / "in"), "--out", str(tmp_path / "out")]) == 0
+    with ServerThread(build_app([str(onnx)], device="cpu")) as s:
+        card = get_json(s.port, "/models")[1]["models"][0]
+        assert card["name"] == "street" and card["source"] == "street.onnx" and card["input"]["scale"] == "resized to short side 32"
+        status, _, body = post_image(s.port, png(IMAGE), "format=label")
+        assert status == 200
+        assert np.array_equal(np.array(Image.open(io.BytesIO(body))), np.array(Image.open(tmp_path / "out" / "street.png")))
