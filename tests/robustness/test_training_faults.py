@@ -79,8 +79,8 @@ def test_labels_that_are_all_ignored_are_refused(tmp_path):
     before = snapshot(root)
     cfg = write_config(tmp_path / "c.yaml", root, tmp_path / "run", data={"name": "folder", "batch_size": 2,
                                                                            "crop_size": [16, 16]})
-    line = assert_refused(run_cli("train", cfg), "ignore index 255", "'folder'")
-    assert "epoch 1" in line
+    line = assert_refused(run_cli("train", cfg), "255 is the ignore index", "binary masks")
+    assert "data.root" in line  # refused before training, by the training-data check
     assert snapshot(root) == before
     assert not (tmp_path / "run" / "best.safetensors").exists()
 

@@ -3,7 +3,8 @@ YOLACT, the affinity network, ...): a mask per object.
 
 - data: an instance data set (`data.name` in `seglab.data.datasets.INSTANCE_DATASETS`), training samples
   through `InstanceTrainTransform` (random scale in `data.scale_range`, pad + random crop to
-  `data.crop_size`, flip when `data.hflip`; `data.color_jitter` is not applied), validation through
+  `data.crop_size`, flip when `data.hflip`; photometric `data.color_jitter` (off unless set), `data.gamma`,
+  `data.blur_prob`, `data.noise_std`), validation through
   `InstanceEvalTransform` (original size), batches by `collate_instances`;
 - loss: the model computes it: `model(images, targets)` returns a dict of scalar losses, summed with
   weight 1 (as torchvision's and Detectron's Mask R-CNN recipes do); each part is logged per epoch;
@@ -47,7 +48,8 @@ def build_task_datasets(cfg: Config, datasets: dict, task: str, eval_transform, 
     if not train:
         return None, val
     transform = train_transform(crop_size=d.crop_size, scale_range=d.scale_range, hflip=d.hflip,
-                                mean=d.mean, std=d.std)
+                                mean=d.mean, std=d.std, color_jitter=d.color_jitter, gamma=d.gamma,
+                                blur_prob=d.blur_prob, noise_std=d.noise_std)
     return build_dataset(d.name, root=d.root, split=d.train_split, transform=transform, **d.kwargs), val
 
 

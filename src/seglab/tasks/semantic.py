@@ -42,7 +42,8 @@ def build_semantic_datasets(cfg: Config, *, train: bool = True):
     if not train:
         return None, val
     transform = TrainTransform(crop_size=d.crop_size, scale_range=d.scale_range, hflip=d.hflip,
-                               color_jitter=d.color_jitter, mean=d.mean, std=d.std, ignore_index=val.ignore_index)
+                               color_jitter=d.color_jitter, mean=d.mean, std=d.std, ignore_index=val.ignore_index,
+                               gamma=d.gamma, blur_prob=d.blur_prob, noise_std=d.noise_std)
     if uses_image_labels(cfg):  # weak training from class lists (MIL-FCN, see tasks/weak.py)
         return build_image_label_train_set(cfg, val, transform), val
     return build_dataset(d.name, root=d.root, split=d.train_split, **d.kwargs, transform=transform), val
