@@ -72,6 +72,7 @@ def file_image_ids(files: Sequence[Path]) -> list[int]:
 class InstanceWriter:
     """`<stem>_overlay.png` per image (instances scoring >= `score_threshold`) and `instances.json` (every
     detection, COCO result format, written by `close`)."""
+    output_suffixes = ("_overlay.png",)
 
     def __init__(self, out_dir: Path, *, class_names: Sequence[str], category_ids: Sequence[int],
                  score_threshold: float = 0.5):

@@ -13,7 +13,7 @@ import types
 import typing
 from pathlib import Path
 
-from ...errors import ConfigError, SeglabError
+from ...errors import ConfigError, DataError, SeglabError
 from ..nyudv2 import NYUDv2
 from ..siftflow import SIFTFlow, SyntheticJoint
 from .ade20k import ADE20K
@@ -22,7 +22,7 @@ from .cityscapes import Cityscapes
 from .cityscapes_instances import CityscapesInstances
 from .coco import CocoInstances, coco_instances
 from .coco_panoptic import CityscapesPanoptic, PanopticDataset, SyntheticPanoptic, coco_panoptic
-from .folder import SegmentationDataset, SegmentationFolder, parse_classes_file
+from .folder import SegmentationDataset, SegmentationFolder, flat_folder_problem, parse_classes_file
 from .instance_folder import InstanceFolder, seeded_split
 from .synthetic import SyntheticSegmentation
 from .synthetic_instances import SyntheticInstances
@@ -104,6 +104,9 @@ def _folder(root, split, transform, **kwargs) -> SegmentationFolder:
     is used when it exists, else `<root>/images/<split>` + `<root>/labels/<split>`. Without classes,
     `<root>/classes.txt` is read: one class per line, `name` or `name r g b` (its colour in the palette)."""
     root = Path(root)
+    if "list_file" not in kwargs and "image_dir" not in kwargs and not (root / f"{split}.txt").is_file() \
+            and (flat := flat_folder_problem(root, split)):
+        raise DataError(flat)
     if "classes" not in kwargs:
         names = root / "classes.txt"
         if not names.is_file():
