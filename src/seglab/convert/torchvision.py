@@ -3,6 +3,8 @@
 Backbones (`load_backbone_weights`): ImageNet classifiers.
 - resnet18/34/50/101: seglab's ResNet uses torchvision's parameter names; only the classifier `fc.*`
   is dropped.
+- detnet59: not a torchvision model; the ImageNet checkpoint of the DetNet_pytorch release
+  (`detnet59.pth`) has seglab's names (ResNet layout + `layer4/5.*.extra_conv`), `fc.*` is dropped.
 - vgg16: `features.*` load as they are; the fully connected layers become convolutions (FCN, Long et
   al., CVPR 2015, Sec. 3.1): `classifier.0` (4096 x 25088) -> `fc6` (4096, 512, 7, 7), `classifier.3`
   -> `fc7` (4096, 4096, 1, 1); `classifier.6` (the 1000 ImageNet classes) is dropped. When the trunk's
@@ -67,7 +69,7 @@ def _vgg16(state: dict, target: dict) -> dict:
 
 
 _BACKBONES = {"resnet18": _resnet, "resnet34": _resnet, "resnet50": _resnet, "resnet101": _resnet,
-              "vgg16": _vgg16}
+              "vgg16": _vgg16, "detnet59": _resnet}
 
 
 def map_backbone_state_dict(model: nn.Module, name: str, state: dict) -> dict:
