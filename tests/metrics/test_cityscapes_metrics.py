@@ -16,6 +16,7 @@ from seglab.metrics.cityscapes import (
     CityscapesInstanceEvaluator,
     CityscapesInstanceIoU,
     cityscapes_disparity_to_depth,
+    read_instance_ids,
 )
 from seglab.structures import InstanceResult
 
@@ -205,3 +206,14 @@ def test_iiou_merge_and_batches():
 
 def test_overlap_thresholds_are_the_script_s():
     assert len(OVERLAPS) == 10 and OVERLAPS[0] == 0.5 and OVERLAPS[-1] == pytest.approx(0.95)
+
+
+def test_read_instance_ids_from_the_label_ids_path(tmp_path):
+    from PIL import Image
+
+    ids = np.array([[7, 26001], [24002, 0]], np.uint16)  # a 16-bit PNG as released
+    Image.fromarray(ids).save(tmp_path / "a_000000_000019_gtFine_instanceIds.png")
+    got = read_instance_ids(tmp_path / "a_000000_000019_gtFine_labelIds.png")
+    assert got.tolist() == ids.tolist()
+    with pytest.raises(SeglabError, match="b_gtFine_instanceIds.png"):
+        read_instance_ids(tmp_path / "b_gtFine_labelIds.png")

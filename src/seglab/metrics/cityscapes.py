@@ -50,6 +50,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -60,7 +61,7 @@ from ..errors import SeglabError
 from ..structures import InstanceResult
 
 __all__ = ["CityscapesInstanceEvaluator", "CityscapesInstanceIoU", "cityscapes_disparity_to_depth",
-           "format_cityscapes_instance_table", "AVG_CLASS_SIZE"]
+           "format_cityscapes_instance_table", "read_instance_ids", "AVG_CLASS_SIZE"]
 
 INSTANCE_ID_STRIDE = 1000
 OVERLAPS = tuple(float(v) for v in np.arange(0.5, 1.0, 0.05))  # 0.50 ... 0.95, the script's np.arange
@@ -103,6 +104,19 @@ def cityscapes_disparity_to_depth(disparity, *, baseline: float = 0.209313, fx: 
     d = (p - 1.0) / 256.0
     with np.errstate(divide="ignore"):
         return np.where((p > 0) & (d > 0), baseline * fx / np.where(d > 0, d, 1.0), 0.0)
+
+
+def read_instance_ids(path) -> np.ndarray:
+    """The `*_gtFine_instanceIds.png` map of a Cityscapes annotation, given that file or its
+    `*_gtFine_labelIds.png` sibling (what the semantic `Cityscapes` data set lists in `samples[i][1]`)."""
+    from ..data.io import read_label
+
+    path = Path(path)
+    if path.name.endswith("_labelIds.png"):
+        path = path.with_name(path.name[: -len("_labelIds.png")] + "_instanceIds.png")
+    if not path.is_file():
+        raise SeglabError(f"{path}: Cityscapes instanceIds map not found (needed for the instance-level scores)")
+    return read_label(path)
 
 
 # ------------------------------------------------------------------------------------ instance level
