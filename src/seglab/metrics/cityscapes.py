@@ -59,6 +59,7 @@ from ..data.datasets.cityscapes_instances import CITYSCAPES_THING_CLASSES, CITYS
 from ..data.palettes import CITYSCAPES_ID_TO_TRAIN_ID
 from ..errors import SeglabError
 from ..structures import InstanceResult
+from .gather import merge_across_ranks
 
 __all__ = ["CityscapesInstanceEvaluator", "CityscapesInstanceIoU", "cityscapes_disparity_to_depth",
            "format_cityscapes_instance_table", "read_instance_ids", "AVG_CLASS_SIZE"]
@@ -304,15 +305,7 @@ class CityscapesInstanceEvaluator:
 
     def all_reduce(self) -> CityscapesInstanceEvaluator:
         """Gather every torch.distributed rank's images (no-op when not initialised); call once."""
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            states = [None] * dist.get_world_size()
-            dist.all_gather_object(states, self.state())
-            for rank, state in enumerate(states):
-                if rank != dist.get_rank():
-                    self._merge_state(state)
-        return self
+        return merge_across_ranks(self)
 
     def compute(self) -> dict:
         """`AP`, `AP50`, `AP100m`, `AP50m` (fractions; the distance ones NaN without depth), per-class lists
