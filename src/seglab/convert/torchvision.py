@@ -14,6 +14,10 @@ Backbones (`load_backbone_weights`): ImageNet classifiers.
   fc6/fc7 are smaller, e.g. DeepLab-LargeFOV's 1024-channel 3x3 fc6 (Chen et al., ICLR 2015, Sec. 4.1),
   they are subsampled as DeepLab did: every 4th channel and every 3rd tap (`w[::4, :, ::3, ::3]`).
 
+- mobilenetv2 (torchvision `mobilenet_v2`): seglab's trunk keeps torchvision's names (`features.0 ..
+  features.17`); the 1x1 conv to 1280 channels `features.18.*` and the classifier are dropped.
+- xception65: timm's layout (`seglab.convert.timm`).
+
 Whole models (`convert_model_state_dict`): torchvision segmentation checkpoints. seglab's FCN-ResNet
 (fcn_resnet50/101) and DeepLab v3 (deeplabv3_resnet50/101: `classifier.0.convs.*` /
 `classifier.0.project.*` ASPP, `classifier.1/2/4`, FCN `aux_classifier`) keep torchvision's layout, so
@@ -32,6 +36,7 @@ from torch import nn
 
 from ..errors import SeglabError
 from ..utils.state_dict import read_state_dict
+from . import timm
 
 # (regex on a torchvision key, replacement) applied in order to whole-model checkpoints; FCN and
 # DeepLab v3 need none (their module names are torchvision's). Mask R-CNN (maskrcnn_resnet50_fpn):
@@ -97,8 +102,13 @@ def _densenet(state: dict, target: dict) -> dict:
     return _fill_step_counters(out, target)  # the 2017 checkpoint files have no BatchNorm step counters
 
 
+def _mobilenet_v2(state: dict, target: dict) -> dict:
+    return {k: v for k, v in state.items() if not k.startswith(("features.18.", "classifier."))}
+
+
 _BACKBONES = {"resnet18": _resnet, "resnet34": _resnet, "resnet50": _resnet, "resnet101": _resnet,
-              "vgg16": _vgg16, "detnet59": _resnet, "densenet121": _densenet, "densenet161": _densenet}
+              "vgg16": _vgg16, "detnet59": _resnet, "densenet121": _densenet, "densenet161": _densenet,
+              "mobilenetv2": _mobilenet_v2, "xception65": timm.xception65}
 
 
 def map_backbone_state_dict(model: nn.Module, name: str, state: dict) -> dict:
@@ -125,16 +135,18 @@ def load_backbone_weights(model: nn.Module, name: str, path) -> None:
     state = map_backbone_state_dict(model, name, read_state_dict(path))
     problem = _mismatch(model.state_dict(), state)
     if problem:
-        raise SeglabError(f"{path}: torchvision {name} weights do not fit this backbone ({problem})")
+        source = "timm" if name == "xception65" else "torchvision"
+        raise SeglabError(f"{path}: {source} {name} ImageNet weights do not fit this backbone ({problem})")
     model.load_state_dict(state, strict=True)
 
 
-def convert_model_state_dict(model: nn.Module, state: dict) -> dict:
+def convert_model_state_dict(model: nn.Module, state: dict, *, allow_missing: bool = False) -> dict:
     """Map a torchvision whole-model checkpoint (fcn_resnet50/101, deeplabv3_resnet50/101, with or
     without aux; maskrcnn_resnet50_fpn into mask_rcnn_resnet50_fpn at num_classes=90) onto `model`.
 
     Returns the renamed state dict; the caller (`seglab.hub.load_weights`) checks shapes and loads it
-    strictly. Raises `SeglabError` when the checkpoint lacks tensors the model needs.
+    strictly. Raises `SeglabError` when the checkpoint lacks tensors the model needs, unless
+    `allow_missing` (fine-tuning: the caller decides which missing tensors may stay initialised).
     """
     out = {}
     for key, v in state.items():
@@ -147,7 +159,7 @@ def convert_model_state_dict(model: nn.Module, state: dict) -> dict:
             out = {k: v for k, v in out.items() if not k.startswith(prefix)}
     out = _fill_step_counters(out, own)  # FrozenBatchNorm2d checkpoints (Mask R-CNN) have none
     missing = [k for k in own if k not in out]
-    if missing:
+    if missing and not allow_missing:
         hint = ""
         if all(k.startswith(_OPTIONAL_PREFIXES) for k in missing):
             hint = " (the checkpoint has no auxiliary head: build the model with aux_loss=False)"

@@ -13,7 +13,9 @@ model file records) comes from the task (`seglab.tasks`); everything else is her
   each epoch end) continues exactly as if the run had never stopped, also after a kill mid-epoch;
 - outputs in `train.out_dir`: config.yaml, last.pt, best.safetensors (best by the task's key: val mIoU,
   mask AP or PQ), metrics.jsonl, curves.png, all written atomically; `train.max_minutes` and
-  `train.val_every_minutes` (engine/clock.py).
+  `train.val_every_minutes` (engine/clock.py);
+- `train.ema`: an exponential moving average of the weights (engine/ema.py), updated after every
+  optimizer step, is what validation measures and best.safetensors holds; last.pt stores it.
 The step follows Detectron2's `SimpleTrainer.run_step`; DDP set-up follows torchvision's references.
 """
 from __future__ import annotations
@@ -33,10 +35,12 @@ from tqdm import tqdm
 
 from ..config import Config, dump_config
 from ..errors import SeglabError
-from ..utils.io import write_text_atomic
+from ..finetune import freeze_modules, trunk_parameters
 from ..tasks.base import check_batch_size
-from .checkpoint import check_resume, load_checkpoint, save_checkpoint
+from ..utils.io import make_folder, write_text_atomic
+from .checkpoint import check_resume, load_checkpoint, restore_training_state, save_checkpoint
 from .clock import TrainingClock
+from .ema import build_ema, restore_ema
 from .evaluation import evaluate_model
 from .runtime import Runtime
 from .sampling import EpochSampler, SeededSamples, epoch_seed
@@ -90,11 +94,14 @@ def loader_workers(setting: int | str, runtime: Runtime) -> int:
 
 
 def train(cfg: Config, *, resume: bool = False, progress: bool | None = None, log: Callable[[str], None] = print,
-          device: str | None = None, on_epoch: Callable[[dict], None] | None = None, task=None) -> TrainResult:
+          device: str | None = None, on_epoch: Callable[[dict], None] | None = None,
+          overwrite: bool = False, task=None) -> TrainResult:
     """Train the model the config describes with its task's data, loss and validation (module docstring).
-    `device` overrides `train.device`; `on_epoch(entry)` sees each metrics.jsonl entry once it is written;
-    `task` (a `seglab.tasks.Task`) replaces the model's registry task, for a task seglab does not ship
-    (examples/conv_autoencoder.py trains a reconstruction task this way)."""
+    `device` overrides `train.device`; `on_epoch(entry)` sees each metrics.jsonl entry once it is written.
+    A new run (not `resume`) into a `train.out_dir` that holds another run's model is refused unless
+    `overwrite`, which removes that run's files first. `task` (a `seglab.tasks.Task`) replaces the model's
+    registry task, for a task seglab does not ship (examples/conv_autoencoder.py trains a reconstruction
+    task this way)."""
     from ..tasks import task_for_model
 
     t_cfg, d_cfg = cfg.train, cfg.data
@@ -106,9 +113,17 @@ def train(cfg: Config, *, resume: bool = False, progress: bool | None = None, lo
     out = Path(t_cfg.out_dir)
     last_path, best_path = out / "last.pt", out / "best.safetensors"
     torch.manual_seed(t_cfg.seed)
-    train_ds, val_ds = task.build_datasets(cfg)
+    train_ds, val_ds = task.build_datasets(cfg)  # config mistakes (model vs data set) are named first
     check_batch_size(cfg, train_ds, runtime.world_size)
+    if not resume:
+        protect_previous_run(out, overwrite=overwrite, remove=False)  # before training: refuse early
+    task.check_training_data(cfg, train_ds, log)
     model = task.build_model(cfg, train_ds)
+    report = getattr(model, "seglab_weights_report", None)
+    if report is not None:
+        log(report.describe())
+    frozen = freeze_modules(model, t_cfg.freeze) if t_cfg.freeze else []
+    trunk = trunk_parameters(model) if t_cfg.backbone_lr_mult != 1.0 else set()
     if t_cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if t_cfg.sync_bn and runtime.world_size > 1:
@@ -116,6 +131,7 @@ def train(cfg: Config, *, resume: bool = False, progress: bool | None = None, lo
 
         model = convert_sync_batchnorm(model, runtime.device)
     model.to(runtime.device)
+    ema = build_ema(t_cfg.ema, model)  # train.ema: the average is validated and kept (engine/ema.py)
     loss = task.build_loss(cfg, train_ds, log)
     if isinstance(loss, nn.Module):
         loss.to(runtime.device)  # class weights
@@ -123,23 +139,25 @@ def train(cfg: Config, *, resume: bool = False, progress: bool | None = None, lo
     global_batch = d_cfg.batch_size * runtime.world_size * accumulate
     steps_per_epoch = len(train_ds) // global_batch
     optimizer = build_optimizer(model, t_cfg.optimizer, lr=t_cfg.lr, momentum=t_cfg.momentum,
-                                weight_decay=t_cfg.weight_decay)
+                                weight_decay=t_cfg.weight_decay, lr_mult_params=trunk, lr_mult=t_cfg.backbone_lr_mult)
     scheduler = build_scheduler(optimizer, t_cfg.epochs * steps_per_epoch, power=t_cfg.poly_power,
                                 warmup_iters=t_cfg.warmup_iters, warmup_ratio=t_cfg.warmup_ratio)
     scaler = runtime.grad_scaler()
     config_dict = cfg.model_dump(mode="json")
     start_epoch, history, best = 0, [], {task.best_key: -math.inf, "epoch": -1}
     if resume:
-        state = _resume(last_path, config_dict, runtime, model, optimizer, scheduler, scaler, log)
-        start_epoch, history = state["epoch"] + 1, list(state["history"])
-        best = dict(state["best"]) if task.best_key in state["best"] else best
+        start_epoch, history, saved_best = _resume(last_path, config_dict, runtime, model, optimizer, scheduler,
+                                                   scaler, log, ema=ema)
+        best = saved_best if task.best_key in saved_best else best
     net = model
     if runtime.distributed:
         net = nn.parallel.DistributedDataParallel(
             model, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None,
             find_unused_parameters=task.find_unused_parameters)
     if runtime.is_main:
-        out.mkdir(parents=True, exist_ok=True)
+        if not resume:  # the data and model are ready: only now is a replaced run's model removed
+            protect_previous_run(out, overwrite=overwrite, remove=True)
+        make_folder(out, "train.out_dir")
         write_text_atomic(out / "config.yaml", dump_config(cfg))
     log(f"training {cfg.model.name} ({task.name}) on {runtime.describe()}: {len(train_ds)} images, global batch "
         f"{global_batch}, {steps_per_epoch} steps per epoch")
@@ -160,6 +178,8 @@ def train(cfg: Config, *, resume: bool = False, progress: bool | None = None, lo
         sampler.set_epoch(epoch)
         torch.manual_seed(epoch_seed(t_cfg.seed, epoch) + 1_000_003 * runtime.rank)  # dropout, RoI sampling
         net.train()
+        for m in frozen:  # train.freeze: no gradients and no BatchNorm statistics updates
+            m.eval()
         t0, sums, steps = time.perf_counter(), {}, 0
         bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{t_cfg.epochs}", disable=not show, leave=False,
                    dynamic_ncols=True)
@@ -167,6 +187,8 @@ def train(cfg: Config, *, resume: bool = False, progress: bool | None = None, lo
         batches = iter(loader)
         for _ in range(steps_per_epoch):
             losses = step_fn([next(batches) for _ in range(accumulate)], epoch)
+            if ema is not None:
+                ema.update(model)
             for k, v in losses.items():  # kept on the device: no synchronisation per step
                 sums[k] = sums[k] + v if k in sums else v
             steps += 1
@@ -177,6 +199,7 @@ def train(cfg: Config, *, resume: bool = False, progress: bool | None = None, lo
             if t_cfg.max_minutes is not None and runtime.broadcast_object(stop):
                 break  # train.max_minutes reached: this epoch ends here, validated
         bar.close()
+        _check_labelled(step_fn, runtime, epoch, d_cfg.name)
         sums = _mean_over_ranks(sums, steps, runtime)
         entry = {"epoch": epoch + 1, "iteration": scheduler.last_epoch, "train_loss": sums.pop("loss", math.nan),
                  **step_fn.pop_compile_report(),
@@ -184,19 +207,23 @@ def train(cfg: Config, *, resume: bool = False, progress: bool | None = None, lo
                  "lr": scheduler.get_last_lr()[0], "epoch_time_s": round(time.perf_counter() - t0, 3),
                  "train_minutes": clock.minutes}
         if runtime.broadcast_object(clock.validation_due(epoch, last=epoch + 1 == t_cfg.epochs)):
-            runtime.broadcast_buffers(model)
-            values, final_metrics = evaluate_model(task, model, val_ds, cfg.eval, runtime, progress=show)
+            evaluated = model if ema is None else ema.module
+            runtime.broadcast_buffers(evaluated)
+            values, final_metrics = evaluate_model(task, evaluated, val_ds, cfg.eval, runtime, progress=show,
+                                                    model_config=meta)
             entry.update({f"val_{k}": v for k, v in values.items()})
             value = values.get(task.best_key)
             if value is not None and not math.isnan(value) and value > best[task.best_key]:
                 best = {task.best_key: value, "epoch": epoch + 1}
                 if runtime.is_main:
-                    _save_best(model, best_path, meta, epoch, values)
+                    _save_best(evaluated, best_path, meta, epoch, values)
         history.append(entry)
         if runtime.is_main:
             state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                      "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
                      "history": history, "best": best, "world_size": runtime.world_size, "config": config_dict}
+            if ema is not None:
+                state["ema"] = ema.state_dict()
             save_checkpoint(last_path, state)
             write_text_atomic(out / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
             from ..viz import plot_training_curves
@@ -230,6 +257,7 @@ class TrainStep:
         if self.compiling:
             self.net = torch.compile(net)
         self.compile_report: dict = {}
+        self.labelled = 0  # labelled target pixels seen this epoch (a tensor on the device once counted)
 
     def __call__(self, batches: list, epoch: int) -> dict[str, torch.Tensor]:
         if not self.compiling:
@@ -261,6 +289,9 @@ class TrainStep:
         for i, batch in enumerate(batches):
             inputs, targets = self.task.split_batch(batch)
             inputs, targets = rt.to_device(inputs), rt.to_device(targets)
+            labelled = self.task.labelled_pixels(targets)
+            if labelled is not None:
+                self.labelled = labelled + self.labelled
             if self.t_cfg.channels_last and isinstance(inputs, torch.Tensor):
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
             last = i == k - 1
@@ -294,25 +325,58 @@ class TrainStep:
 
 
 def _resume(last_path: Path, config: dict, runtime: Runtime, model, optimizer, scheduler, scaler,
-            log: Callable[[str], None]) -> dict:
-    """Restore model, optimizer, schedule and gradient scaler from last.pt (after checking that it is the
-    same run: config and process count); returns the checkpoint for its epoch, history and best."""
+            log: Callable[[str], None], *, ema=None) -> tuple[int, list, dict]:
+    """Restore model, optimizer, schedule, gradient scaler and weight average (`ema`, when set) from last.pt
+    (after checking that it is the same run: config and process count); returns (next epoch, history, best)."""
     if not last_path.is_file():
         raise SeglabError(f"--resume: no checkpoint to resume from at {last_path}")
     state = load_checkpoint(last_path, map_location=runtime.device)
     check_resume(state, last_path, config=config, world_size=runtime.world_size)
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    if "scaler" in state:
-        scaler.load_state_dict(state["scaler"])
+    start_epoch, history, best = restore_training_state(state, last_path, model=model, optimizer=optimizer,
+                                                        scheduler=scheduler, scaler=scaler)
+    if ema is not None:
+        restore_ema(ema, state, last_path)
     epochs = config["train"]["epochs"]
-    log(f"resumed from {last_path} at epoch {state['epoch'] + 2}/{epochs}")
+    log(f"resumed from {last_path} at epoch {start_epoch + 1}/{epochs}")
     saved_epochs = state.get("config", {}).get("train", {}).get("epochs", epochs)
     if saved_epochs != epochs:
         log(f"train.epochs changed from {saved_epochs} to {epochs}: the learning rate now decays over {epochs} "
             f"epochs")
-    return state
+    return start_epoch, history, best
+
+
+def _check_labelled(step_fn: TrainStep, runtime: Runtime, epoch: int, data_name: str) -> None:
+    """Refuse an epoch whose training targets held no labelled pixel at all (every one the ignore index):
+    the loss is 0 and nothing is learnt, a data mistake (labels all 255, a wrong label mapping)."""
+    labelled, step_fn.labelled = step_fn.labelled, 0
+    if not isinstance(labelled, torch.Tensor):
+        return  # this task's targets are not pixel labels
+    total = labelled.detach().to(torch.float64).reshape(1)
+    if runtime.distributed:
+        from ..utils.distributed import all_reduce_sum
+
+        total = all_reduce_sum(total)
+    if total.item() == 0:
+        raise SeglabError(f"epoch {epoch + 1}: every training label pixel was the ignore index 255, so the loss is "
+                          f"0 and nothing is learnt; check the label files of data set {data_name!r} (data.root) "
+                          f"and its label mapping")
+
+
+RUN_FILES = ("best.safetensors", "last.pt", "metrics.jsonl", "curves.png")
+
+
+def protect_previous_run(out: Path, *, overwrite: bool, remove: bool) -> None:
+    """A new run must not silently replace another run's model: refuse when `out` holds best.safetensors
+    or last.pt, unless `overwrite` (then that run's files are removed, by the process that writes)."""
+    if out.exists() and not out.is_dir():
+        raise SeglabError(f"train.out_dir {out} is a file, not a folder")
+    existing = [n for n in RUN_FILES[:2] if (out / n).exists()]
+    if existing and not overwrite:
+        raise SeglabError(f"train.out_dir {out} already holds a run ({', '.join(existing)}); continue it with "
+                          f"--resume, choose another train.out_dir, or pass --overwrite to replace it")
+    if existing and remove:
+        for name in RUN_FILES:
+            (out / name).unlink(missing_ok=True)
 
 
 def _mean_over_ranks(sums: dict[str, torch.Tensor], steps: int, runtime: Runtime) -> dict[str, float]:

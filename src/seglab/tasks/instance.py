@@ -3,7 +3,8 @@ YOLACT, the affinity network, ...): a mask per object.
 
 - data: an instance data set (`data.name` in `seglab.data.datasets.INSTANCE_DATASETS`), training samples
   through `InstanceTrainTransform` (random scale in `data.scale_range`, pad + random crop to
-  `data.crop_size`, flip when `data.hflip`; `data.color_jitter` is not applied), validation through
+  `data.crop_size`, flip when `data.hflip`; photometric `data.color_jitter` (off unless set), `data.gamma`,
+  `data.blur_prob`, `data.noise_std`), validation through
   `InstanceEvalTransform` (original size), batches by `collate_instances`;
 - loss: the model computes it: `model(images, targets)` returns a dict of scalar losses, summed with
   weight 1 (as torchvision's and Detectron's Mask R-CNN recipes do); each part is logged per epoch;
@@ -49,7 +50,8 @@ def build_task_datasets(cfg: Config, datasets: dict, task: str, eval_transform, 
     if not train:
         return None, val
     transform = train_transform(crop_size=d.crop_size, scale_range=d.scale_range, hflip=d.hflip,
-                                mean=d.mean, std=d.std)
+                                mean=d.mean, std=d.std, color_jitter=d.color_jitter, gamma=d.gamma,
+                                blur_prob=d.blur_prob, noise_std=d.noise_std)
     return build_dataset(d.name, root=d.root, split=d.train_split, transform=transform, **d.kwargs), val
 
 
@@ -156,7 +158,7 @@ class InstanceTask(Task):
         from ..inference.instances import InstancePredictor
 
         self.refuse_options(options.semantic_options(), model_name(model))
-        return InstancePredictor(model, precision=options.precision)
+        return InstancePredictor(model, precision=options.precision, resize=options.resize)
 
     def build_evaluator(self, dataset, *, out_dir: Path | None = None, detailed: bool = False):
         """COCO AP; `seglab eval` (`detailed`) on Cityscapes adds the Cityscapes benchmark's AP."""
@@ -173,4 +175,12 @@ class InstanceTask(Task):
         return InstanceWriter(out_dir, class_names=meta.get("classes") or [str(i) for i in range(num_classes)],
                               category_ids=meta.get("category_ids") or list(range(1, num_classes + 1)),
                               score_threshold=options.score_thresh)
+
+    def build_renderer(self, model: nn.Module, options):
+        from ..serve.render import InstanceRenderer
+
+        meta = model.seglab_config
+        num_classes = meta["num_classes"]
+        return InstanceRenderer(meta.get("classes") or [str(i) for i in range(num_classes)],
+                                meta.get("category_ids") or list(range(1, num_classes + 1)), options.score_thresh)
 
