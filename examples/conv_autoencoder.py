@@ -228,6 +228,7 @@ def main(argv=None) -> int:
     p.add_argument("--code-channels", type=int, default=4, help="4 (the lecture's second version) or 8")
     p.add_argument("--out", default="runs/autoencoder")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out (as seglab train)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     if not (Path(args.data) / "meta.json").is_file():
@@ -240,7 +241,8 @@ def main(argv=None) -> int:
                           "val_mse": round(entry["val_mse"], 6), "val_PSNR": round(entry["val_PSNR"], 3)}),
               flush=True)
 
-    result = train_loop(cfg, task=ReconstructionTask(), progress=False, log=lambda line: None, on_epoch=report)
+    result = train_loop(cfg, task=ReconstructionTask(), progress=False, log=lambda line: None, on_epoch=report,
+                        overwrite=args.overwrite)
     model = ConvAutoencoder(**cfg.model.kwargs)
     model.load_state_dict(load_checkpoint(result.last_path)["model"])
     train_images, val_images = load_images(args.data, "train"), load_images(args.data, "val")
