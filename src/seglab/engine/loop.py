@@ -95,15 +95,17 @@ def loader_workers(setting: int | str, runtime: Runtime) -> int:
 
 def train(cfg: Config, *, resume: bool = False, progress: bool | None = None, log: Callable[[str], None] = print,
           device: str | None = None, on_epoch: Callable[[dict], None] | None = None,
-          overwrite: bool = False) -> TrainResult:
+          overwrite: bool = False, task=None) -> TrainResult:
     """Train the model the config describes with its task's data, loss and validation (module docstring).
     `device` overrides `train.device`; `on_epoch(entry)` sees each metrics.jsonl entry once it is written.
     A new run (not `resume`) into a `train.out_dir` that holds another run's model is refused unless
-    `overwrite`, which removes that run's files first."""
+    `overwrite`, which removes that run's files first. `task` (a `seglab.tasks.Task`) replaces the model's
+    registry task, for a task seglab does not ship (examples/conv_autoencoder.py trains a reconstruction
+    task this way)."""
     from ..tasks import task_for_model
 
     t_cfg, d_cfg = cfg.train, cfg.data
-    task = task_for_model(cfg.model.name)
+    task = task or task_for_model(cfg.model.name)
     task.check_config(cfg)
     runtime = Runtime.create(device or t_cfg.device, t_cfg.precision)
     if not runtime.is_main:

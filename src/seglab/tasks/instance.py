@@ -9,7 +9,8 @@ YOLACT, the affinity network, ...): a mask per object.
 - loss: the model computes it: `model(images, targets)` returns a dict of scalar losses, summed with
   weight 1 (as torchvision's and Detectron's Mask R-CNN recipes do); each part is logged per epoch;
 - evaluation: `InstanceEvaluator` (COCO mask and box AP through pycocotools, against the data set's COCO
-  JSON when it has one); metrics.jsonl gets `val_mask_AP`, `val_mask_AP50`, `val_mask_AP75`, `val_box_AP`,
+  JSON when it has one; `seglab eval` on Cityscapes adds the Cityscapes benchmark's AP, AP50 and
+  per-class AP, see `tasks.cityscapes`); metrics.jsonl gets `val_mask_AP`, `val_mask_AP50`, `val_mask_AP75`, `val_box_AP`,
   `val_box_AP50`, `val_box_AP75`; best.safetensors is kept by val mask AP, with the data set's category
   ids in its metadata; `seglab eval` prints the per-class table and writes `instances_results.json`;
 - prediction: `InstancePredictor`; files: overlays and one COCO result JSON.
@@ -27,6 +28,7 @@ from ..config import Config
 from ..data.instances import collate_instances
 from ..errors import ConfigError, SeglabError
 from .base import Task, build_model_for, model_name, nan_to_none, refuse_keys
+from .cityscapes import WithCityscapesScores, has_cityscapes_ground_truth
 
 # metrics.jsonl / eval summary keys: COCO's AP, AP50, AP75 for masks and boxes
 SUMMARY = tuple(f"{kind}_{key}" for kind in ("mask", "box") for key in ("AP", "AP50", "AP75"))
@@ -159,7 +161,11 @@ class InstanceTask(Task):
         return InstancePredictor(model, precision=options.precision, resize=options.resize)
 
     def build_evaluator(self, dataset, *, out_dir: Path | None = None, detailed: bool = False):
-        return InstanceEvaluatorAdapter(dataset)
+        """COCO AP; `seglab eval` (`detailed`) on Cityscapes adds the Cityscapes benchmark's AP."""
+        evaluator = InstanceEvaluatorAdapter(dataset)
+        if detailed and has_cityscapes_ground_truth(dataset):
+            return WithCityscapesScores(evaluator, dataset, instance=True)
+        return evaluator
 
     def build_writer(self, out_dir: Path, model: nn.Module, options):
         from ..inference.instances import InstanceWriter

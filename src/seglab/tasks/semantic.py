@@ -21,6 +21,7 @@ from torch import nn
 from ..config import Config
 from ..errors import ConfigError
 from .base import Task, build_model_for, nan_to_none, to_float
+from .cityscapes import WithCityscapesScores, has_cityscapes_ground_truth
 
 
 def build_semantic_datasets(cfg: Config, *, train: bool = True):
@@ -181,7 +182,12 @@ class SemanticTask(Task):
                                resize=options.resize)
 
     def build_evaluator(self, dataset, *, out_dir: Path | None = None, detailed: bool = False):
-        return SemanticEvaluator(dataset, detailed=detailed)
+        """Confusion matrix; `seglab eval` (`detailed`) adds boundary accuracy, and Cityscapes' iIoU on
+        Cityscapes data with its instanceIds maps."""
+        evaluator = SemanticEvaluator(dataset, detailed=detailed)
+        if detailed and has_cityscapes_ground_truth(dataset):
+            return WithCityscapesScores(evaluator, dataset, instance=False)
+        return evaluator
 
     def build_writer(self, out_dir: Path, model: nn.Module, options):
         from ..data.palettes import default_palette
