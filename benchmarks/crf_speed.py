@@ -1,11 +1,16 @@
-"""Speed of the fully connected CRF (`seglab.inference.dense_crf`) on one 480x360 image, 11 labels.
+"""Speed of the fully connected CRF (`seglab.inference.dense_crf`) on one 480x360 image, 11 labels,
+and at 2048x1024 (a Cityscapes frame), 19 labels, against the code before issue 20.
 
 Prints one JSON line per measurement: the machine; the permutohedral lattice build for the appearance
 kernel; one mean-field iteration split into its parts (appearance kernel = splat + blur + slice,
 smoothness kernel = exact separable Gaussian, the rest = Potts compatibility + softmax); the whole
 `dense_crf` call; and the O(N^2) brute-force cost, measured on a small image and extrapolated by
 (N_big / N_small)^2 (the 172800^2 kernel matrix alone would take 119 GB in float32). Also the
-agreement of lattice and brute-force CRF outputs on the small image.
+agreement of lattice and brute-force CRF outputs on the small image. Then `before_after`: the whole
+`dense_crf` (5 iterations) of this version and of the previous one (`baselines/crf_v0.py`, kept
+verbatim), timed in turns, with the largest |Q_new - Q_old| and their argmax agreement, at 480x360
+(11 labels) and at --large (default 2048x1024, the same image upsampled bilinearly, 19 labels with
+probabilities from smooth random logits), and the agreement of each with brute force on the small image.
 
 The image is the first CamVid validation image from ../shared/data/camvid when present (the real
 colour statistics set the lattice size), else a synthetic one. Probabilities are a coarse, softened
@@ -29,7 +34,8 @@ import torch
 import torch.nn.functional as F
 
 from seglab.inference import dense_crf
-from speed import cpu_name  # benchmarks/speed.py (the script's folder is on sys.path)
+from baselines.crf_v0 import dense_crf as dense_crf_v0
+from speed import best_of_interleaved, cpu_name  # benchmarks/ is on sys.path
 from seglab.inference.crf import _BruteKernel, _features, gaussian_grid_filter
 from seglab.inference.permutohedral import PermutohedralLattice
 
@@ -72,6 +78,8 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--small", type=int, nargs=2, default=(48, 64), metavar=("H", "W"),
                         help="image size for the brute-force measurement")
+    parser.add_argument("--large", type=int, nargs=2, default=(1024, 2048), metavar=("H", "W"))
+    parser.add_argument("--large-runs", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     emit = lambda **kw: print(json.dumps(kw), flush=True)  # noqa: E731
@@ -88,15 +96,15 @@ def main():
     emit(kind="lattice_build", seconds_min=build_min, seconds_median=build_med, points=n,
          vertices=lattice.num_vertices, vertices_per_point=lattice.num_vertices / n)
 
-    q = probs.reshape(c, n)                     # dense_crf keeps Q as (C, N)
-    qt = q.t().contiguous()
+    q = probs.reshape(c, n)
+    qt = q.t().contiguous()                     # dense_crf keeps Q as (N, C)
     parts = {
         "splat": lambda: lattice.splat(qt),
         "blur": (lambda s=lattice.splat(qt): lattice.blur(s)),
         "slice": (lambda b=lattice.blur(lattice.splat(qt)): lattice.slice(b)),
-        "appearance_filter": lambda: lattice.filter(q.t()),
+        "appearance_filter": lambda: lattice.filter(qt),
         "smoothness_filter": lambda: gaussian_grid_filter(probs, DEFAULTS["pos_xy_std"]),
-        "softmax": lambda: torch.softmax(q, 0),
+        "softmax": lambda: torch.softmax(qt, 1),
     }
     iteration = {name: timed(fn, args.runs)[0] for name, fn in parts.items()}
     emit(kind="iteration_parts", seconds_min=iteration)
@@ -134,10 +142,27 @@ def main():
          speedup_vs_lattice_per_iteration=brute_iter * factor / per_iter)
 
     exact = dense_crf(small, sprobs, args.iterations, method="brute", **DEFAULTS)
-    fast = dense_crf(small, sprobs, args.iterations, **DEFAULTS)
-    emit(kind="lattice_vs_brute_crf", small_size=[sh, sw], mean_abs_dq=(exact - fast).abs().mean().item(),
-         max_abs_dq=(exact - fast).abs().max().item(),
-         argmax_agreement=(exact.argmax(0) == fast.argmax(0)).float().mean().item())
+    for version, fn in (("new", dense_crf), ("v0", dense_crf_v0)):
+        fast = fn(small, sprobs, args.iterations, **DEFAULTS)
+        emit(kind="lattice_vs_brute_crf", version=version, small_size=[sh, sw],
+             mean_abs_dq=(exact - fast).abs().mean().item(), max_abs_dq=(exact - fast).abs().max().item(),
+             argmax_agreement=(exact.argmax(0) == fast.argmax(0)).float().mean().item())
+
+    g = torch.Generator().manual_seed(0)
+    large = F.interpolate(torch.from_numpy(image).permute(2, 0, 1)[None].float(), size=tuple(args.large),
+                          mode="bilinear", align_corners=False)[0].permute(1, 2, 0).round().clamp(0, 255)
+    cases = [("native", image, probs, args.runs),
+             ("large", large.to(torch.uint8).numpy(),
+              torch.softmax(3 * F.interpolate(torch.randn(1, 19, 32, 64, generator=g), size=tuple(args.large),
+                                              mode="bilinear", align_corners=False)[0], 0), args.large_runs)]
+    for name, img, prob, runs in cases:
+        fns = {"v0": lambda: dense_crf_v0(img, prob, 5, **DEFAULTS), "new": lambda: dense_crf(img, prob, 5, **DEFAULTS)}
+        best = best_of_interleaved(fns, runs)
+        old, new = fns["v0"](), fns["new"]()
+        emit(kind="before_after", case=name, size=list(img.shape[:2]), labels=prob.shape[0], iterations=5,
+             v0_seconds=round(best["v0"], 3), new_seconds=round(best["new"], 3),
+             speedup=round(best["v0"] / best["new"], 2), max_abs_dq=(old - new).abs().max().item(),
+             argmax_agreement=(old.argmax(0) == new.argmax(0)).float().mean().item())
 
 
 if __name__ == "__main__":
