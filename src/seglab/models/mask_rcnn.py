@@ -153,7 +153,7 @@ class MaskRCNN(nn.Module):
         """Masks pasted at each image's size and binarised at `mask_threshold`."""
         results = []
         for d, size in zip(detections, sizes):
-            masks = paste_masks_in_image(d["mask_probs"], d["boxes"], size) >= self.mask_threshold
+            masks = paste_masks_in_image(d["mask_probs"], d["boxes"], size, threshold=self.mask_threshold)
             results.append(InstanceResult(boxes=d["boxes"], scores=d["scores"], labels=d["labels"], masks=masks))
         return results
 
