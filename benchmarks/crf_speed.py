@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from seglab.inference import dense_crf
 from baselines.crf_v0 import dense_crf as dense_crf_v0
 from speed import best_of_interleaved, cpu_name  # benchmarks/ is on sys.path
-from seglab.inference.crf import _BruteKernel, _features, gaussian_grid_filter
+from seglab.inference.crf import _BruteKernel, _features, _grid_filter_hwc, _softmax_rows
 from seglab.inference.permutohedral import PermutohedralLattice
 
 CAMVID = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"
@@ -71,6 +71,39 @@ def load_case(num_classes: int = 11):
     return "synthetic", image.numpy(), torch.softmax(torch.randn(num_classes, 360, 480, generator=g), 0)
 
 
+def profile_case(case: str, image: np.ndarray, probs: torch.Tensor, runs: int, iterations: int, emit) -> float:
+    """Lattice build, one iteration's parts and the whole call (with and without iterations) for one image;
+    returns the seconds per iteration."""
+    h, w = image.shape[:2]
+    c, n = probs.shape[0], h * w
+    feats = _features(torch.from_numpy(image), DEFAULTS["bi_xy_std"], DEFAULTS["bi_rgb_std"])
+    build_min, build_med = timed(lambda: PermutohedralLattice(feats), runs)
+    lattice = PermutohedralLattice(feats)
+    emit(kind="lattice_build", case=case, seconds_min=build_min, seconds_median=build_med, points=n,
+         vertices=lattice.num_vertices, vertices_per_point=lattice.num_vertices / n)
+
+    qt = probs.reshape(c, n).t().contiguous()   # dense_crf keeps Q as (N, C)
+    shift, out = qt.amax(1, keepdim=True), torch.empty_like(qt)
+    parts = {
+        "splat": lambda: lattice.splat(qt),
+        "blur": (lambda s=lattice.splat(qt): lattice.blur(s)),
+        "slice": (lambda b=lattice.blur(lattice.splat(qt)): lattice.slice(b)),
+        "appearance_filter": lambda: lattice.filter(qt),
+        "smoothness_filter": lambda: _grid_filter_hwc(qt.view(h, w, c), DEFAULTS["pos_xy_std"]),
+        "softmax": lambda: _softmax_rows(qt, shift, out),
+    }
+    iteration = {name: timed(fn, runs)[0] for name, fn in parts.items()}
+    emit(kind="iteration_parts", case=case, labels=c, seconds_min=iteration)
+
+    # Full call and set-up only (0 iterations), interleaved so both see the same machine load.
+    best = best_of_interleaved({"full": lambda: dense_crf(image, probs, iterations, **DEFAULTS),
+                                "setup": lambda: dense_crf(image, probs, 0, **DEFAULTS)}, runs)
+    per_iteration = (best["full"] - best["setup"]) / max(iterations, 1)
+    emit(kind="dense_crf", case=case, iterations=iterations, seconds_min=best["full"],
+         setup_seconds_min=best["setup"], per_iteration_seconds=per_iteration)
+    return per_iteration
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7)
@@ -90,39 +123,7 @@ def main():
     emit(kind="machine", cpu=cpu_name(), threads=args.threads, torch=torch.__version__,
          loadavg_1min=os.getloadavg()[0], image=source, size=[h, w], labels=c, params=DEFAULTS)
 
-    feats = _features(torch.from_numpy(image), DEFAULTS["bi_xy_std"], DEFAULTS["bi_rgb_std"])
-    build_min, build_med = timed(lambda: PermutohedralLattice(feats), args.runs)
-    lattice = PermutohedralLattice(feats)
-    emit(kind="lattice_build", seconds_min=build_min, seconds_median=build_med, points=n,
-         vertices=lattice.num_vertices, vertices_per_point=lattice.num_vertices / n)
-
-    q = probs.reshape(c, n)
-    qt = q.t().contiguous()                     # dense_crf keeps Q as (N, C)
-    parts = {
-        "splat": lambda: lattice.splat(qt),
-        "blur": (lambda s=lattice.splat(qt): lattice.blur(s)),
-        "slice": (lambda b=lattice.blur(lattice.splat(qt)): lattice.slice(b)),
-        "appearance_filter": lambda: lattice.filter(qt),
-        "smoothness_filter": lambda: gaussian_grid_filter(probs, DEFAULTS["pos_xy_std"]),
-        "softmax": lambda: torch.softmax(qt, 1),
-    }
-    iteration = {name: timed(fn, args.runs)[0] for name, fn in parts.items()}
-    emit(kind="iteration_parts", seconds_min=iteration)
-
-    # Full call and set-up only (0 iterations), interleaved so both see the same machine load.
-    full = lambda: dense_crf(image, probs, args.iterations, **DEFAULTS)  # noqa: E731
-    setup = lambda: dense_crf(image, probs, 0, **DEFAULTS)  # noqa: E731
-    full(), setup()
-    totals, setups = [], []
-    for _ in range(args.runs):
-        for fn, bucket in ((full, totals), (setup, setups)):
-            t0 = time.perf_counter()
-            fn()
-            bucket.append(time.perf_counter() - t0)
-    per_iter = (min(totals) - min(setups)) / max(args.iterations, 1)
-    emit(kind="dense_crf", iterations=args.iterations, seconds_min=min(totals),
-         seconds_median=statistics.median(totals), setup_seconds_min=min(setups), per_iteration_seconds=per_iter)
-
+    per_iter = profile_case("native", image, probs, args.runs, args.iterations, emit)
     # Brute force: the dense N x N kernel product on a small image, extrapolated quadratically.
     sh, sw = args.small
     small = F.interpolate(torch.from_numpy(image).permute(2, 0, 1)[None].float(), size=(sh, sw),
@@ -155,6 +156,7 @@ def main():
              ("large", large.to(torch.uint8).numpy(),
               torch.softmax(3 * F.interpolate(torch.randn(1, 19, 32, 64, generator=g), size=tuple(args.large),
                                               mode="bilinear", align_corners=False)[0], 0), args.large_runs)]
+    profile_case("large", cases[1][1], cases[1][2], args.large_runs, args.iterations, emit)
     for name, img, prob, runs in cases:
         fns = {"v0": lambda: dense_crf_v0(img, prob, 5, **DEFAULTS), "new": lambda: dense_crf(img, prob, 5, **DEFAULTS)}
         best = best_of_interleaved(fns, runs)
