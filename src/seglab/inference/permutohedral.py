@@ -60,7 +60,9 @@ def _elevation(d: int) -> torch.Tensor:
 
 def _simplices(features: torch.Tensor, elevation: torch.Tensor):
     """Enclosing simplex of each point (P, d): the remainder-0 vertex rem0 (P, d+1) as multiples of d+1
-    (int64), the rank of each coordinate (P, d+1) and the barycentric weights (P, d+1) float64."""
+    (int64), the rank of each coordinate (P, d+1) and the barycentric weights (P, d+1) float64.
+    (Written to avoid dtype-casting ops: bool counts are added as uint8 views, the wrap-around of the
+    ranks is one floor division.)"""
     p, d = features.shape
     d1 = d + 1
     elevated = features.to(torch.float64) @ elevation
@@ -73,20 +75,21 @@ def _simplices(features: torch.Tensor, elevation: torch.Tensor):
     for a in range(d1):
         for b in range(a + 1, d1):
             smaller = cols[a] < cols[b]
-            rank_t[a] += smaller
-            rank_t[b] += ~smaller
+            rank_t[a] += smaller.view(torch.uint8)
+            rank_t[b] += (~smaller).view(torch.uint8)
+    # Bring points with sum(rem0) != 0 back onto the plane: ranks below 0 / above d wrap around by d+1,
+    # and rem0 moves by one step of d+1 the other way.
     rank = rank_t.t().long() + total[:, None]
-    # Bring points with sum(rem0) != 0 back onto the plane.
-    low, high = rank < 0, rank > d
-    rank += d1 * low - d1 * high
-    rem0 = rem0.long() + low.long() - high.long()
+    wrap = rank.div(d1, rounding_mode="floor")               # -1, 0 or 1
+    rank -= wrap * d1
+    rem0 -= wrap
     # Barycentric coordinates: differences of the sorted differential.
     v = elevated / d1 - rem0
     bary = torch.zeros(p, d + 2, dtype=torch.float64)
     bary.scatter_add_(1, d - rank, v)
     bary.scatter_add_(1, d - rank + 1, -v)
     bary[:, 0] += 1.0 + bary[:, d + 1]
-    return rem0 * d1, rank, bary[:, :d1]
+    return rem0.long() * d1, rank, bary[:, :d1]
 
 
 class PermutohedralLattice:
@@ -175,7 +178,7 @@ class PermutohedralLattice:
         # "missing vertex" that stays zero, neighbours not in the lattice map to it.
         # Splat: vertex v sums the points whose simplex has it (sorted by vertex, an empty bag for row M).
         self._splat_points = perm // d1
-        self._splat_weights = bary.view(-1)[perm]
+        self._splat_weights = bary.view(-1).index_select(0, perm)
         self._splat_offsets = torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)])
         # Blur along direction j: 1/2 the vertex + 1/4 each neighbour; row M reads itself (zero).
         rows = torch.arange(m + 1)
