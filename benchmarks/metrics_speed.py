@@ -5,7 +5,7 @@ One 2048x1024 frame (Cityscapes' size, 2.1 MP), 19 classes with 10% ignored (255
 gives) and uint8 (what label PNGs give). `before` is the update as it was (inputs widened to int64,
 ignored pixels dropped by boolean indexing, a range check on each, an int64 bincount), kept here as the
 reference; `after` is `SemanticMetrics.update`. Both confusion matrices must be equal. Each figure is
-the minimum over --runs repetitions.
+the minimum over --runs rounds in which the two take turns.
 
     python benchmarks/metrics_speed.py                  # 2 threads
     python benchmarks/metrics_speed.py --size 512 512 --runs 3
@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import torch
-from speed import cpu_name  # benchmarks/speed.py (the script's folder is on sys.path)
+from speed import best_of_interleaved, cpu_name  # benchmarks/speed.py (its folder is on sys.path)
 
 from seglab.metrics import SemanticMetrics
 
@@ -33,16 +32,6 @@ def old_update(confusion: torch.Tensor, pred: torch.Tensor, target: torch.Tensor
         if bool(bad.any()):
             raise ValueError(f"{name} has values {torch.unique(x[bad])[:5].tolist()} outside [0, {c})")
     confusion += torch.bincount(target * c + pred, minlength=c * c).reshape(c, c)
-
-
-def best_ms(fn, runs: int) -> float:
-    fn()
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1000 * min(times)
 
 
 def main() -> None:
@@ -65,8 +54,9 @@ def main() -> None:
             p_, t_ = pred.to(dtype), target.to(dtype)
             old = torch.zeros(num_classes, num_classes, dtype=torch.int64)
             new = SemanticMetrics(num_classes, ignore_index=255)
-            before = best_ms(lambda: old_update(old, p_, t_), args.runs)
-            after = best_ms(lambda: new.update(p_, t_), args.runs)
+            best = best_of_interleaved({"before": lambda: old_update(old, p_, t_),
+                                        "after": lambda: new.update(p_, t_)}, args.runs)
+            before, after = 1000 * best["before"], 1000 * best["after"]
             old.zero_(), new.reset()
             old_update(old, p_, t_)
             new.update(p_, t_)
