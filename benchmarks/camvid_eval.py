@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 import seglab
 from seglab.data import CamVid, EvalTransform
-from seglab.engine.evaluate import evaluate
+from seglab.engine import evaluate
 from seglab.inference import build_predictor, parse_tta_spec
 from seglab.viz import overlay
 

@@ -1,6 +1,6 @@
 """Time to accuracy of an instance model on the synthetic set: mask AP50 against minutes of training.
 
-Trains the config's model with the engine (`seglab.engine.instance.train_instances`, the code behind
+Trains the config's model with the engine (`seglab.engine.train`, the code behind
 `seglab train`) for at most --minutes of TRAINING time (`train.max_minutes`; validation is not counted),
 validating at the end of the first epoch after every --val-every-minutes of training time
 (`train.val_every_minutes`) and once more at the end. The synthetic set (`seglab.data.generate_synthetic`
@@ -29,7 +29,7 @@ import torch
 from speed import cpu_name
 
 from seglab.config import load_config
-from seglab.engine.instance import train_instances
+from seglab.engine import train as train_any_task
 
 TARGET_AP50 = 0.8
 
@@ -124,7 +124,7 @@ def run_benchmark(args: argparse.Namespace, train: Callable, *, point_keys: Sequ
 
 
 def main() -> None:
-    run_benchmark(parse_args(15.0, 1.5), train_instances, point_keys=("mask_AP50", "mask_AP", "box_AP50"),
+    run_benchmark(parse_args(15.0, 1.5), train_any_task, point_keys=("mask_AP50", "mask_AP", "box_AP50"),
                   target_key="mask_AP50", target=TARGET_AP50, summary_keys=(),
                   series=(("mask_AP50", "o-", "mask AP50"), ("mask_AP", ".--", "mask AP")),
                   curve_name="instance_curve.png")

@@ -1,6 +1,6 @@
 """Time to accuracy of a panoptic model on the synthetic set: PQ against minutes of training.
 
-Trains the config's model with the engine (`seglab.engine.panoptic.train_panoptic`, the code behind
+Trains the config's model with the engine (`seglab.engine.train`, the code behind
 `seglab train`) for at most --minutes of TRAINING time (`train.max_minutes`; validation is not counted),
 validating at the end of the first epoch after every --val-every-minutes of training time
 (`train.val_every_minutes`) and once more at the end. The synthetic set (`seglab.data.generate_synthetic`
@@ -21,13 +21,13 @@ from __future__ import annotations
 
 from instance_synthetic import parse_args, run_benchmark
 
-from seglab.engine.panoptic import train_panoptic
+from seglab.engine import train as train_any_task
 
 TARGET_PQ = 0.7
 
 
 def main() -> None:
-    run_benchmark(parse_args(20.0, 2.0), train_panoptic, point_keys=("PQ", "SQ", "RQ", "PQ_th", "PQ_st"),
+    run_benchmark(parse_args(20.0, 2.0), train_any_task, point_keys=("PQ", "SQ", "RQ", "PQ_th", "PQ_st"),
                   target_key="PQ", target=TARGET_PQ, summary_keys=("SQ", "RQ"),
                   series=(("PQ", "o-", "PQ"), ("PQ_th", ".--", "PQ things"), ("PQ_st", ".:", "PQ stuff")),
                   curve_name="panoptic_curve.png")

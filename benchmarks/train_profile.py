@@ -17,7 +17,8 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils.data import DataLoader
 
 from seglab.config import load_config
-from seglab.engine.trainer import build_datasets, build_model_for
+from seglab.engine import build_datasets
+from seglab.tasks.base import build_model_for
 from seglab.losses import SegmentationLoss
 
 

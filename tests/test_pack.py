@@ -1,6 +1,5 @@
 """`seglab pack` / `seglab.hub.pack_model`: a trained model file made ready to ship (no training-only
 heads, float16, prediction settings stored) that load_model, predict and eval use as they are."""
-import argparse
 
 import pytest
 import torch
@@ -9,7 +8,8 @@ from safetensors.torch import load_file
 
 import seglab
 from seglab import hub
-from seglab.cli import _predictor_from, main
+from seglab.cli import main
+from seglab.engine import load_predictor
 from seglab.inference.tta import TTAPredictor
 
 TINY = {"width_mult": 0.25, "head_channels": 16, "aux_channels": 8}
@@ -48,11 +48,9 @@ def test_predict_uses_the_stored_settings_unless_flags_say_otherwise(trained_fil
     _, src = trained_file
     out = hub.pack_model(src, tmp_path / "packed.safetensors", inference={"tta": {"flip": True, "scales": [0.5, 1.0]}})
     model = seglab.load_model(out)
-    args = argparse.Namespace(slide=None, tta=None, crf=None, bf16=False)
-    predictor = _predictor_from(args, model, None)
+    _, predictor, _ = load_predictor(model, device="cpu")
     assert isinstance(predictor, TTAPredictor) and predictor.flip and list(predictor.scales) == [0.5, 1.0]
-    args.tta = "none"
-    assert not isinstance(_predictor_from(args, model, None), TTAPredictor)
+    assert not isinstance(load_predictor(model, device="cpu", tta="none")[1], TTAPredictor)
 
 
 def test_shipped_name_loads_and_evaluates_through_a_config(trained_file, tmp_path, tiny_synthetic,

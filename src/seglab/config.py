@@ -43,8 +43,11 @@ class DataConfig(_Strict):
     color_jitter: float = Field(0.2, ge=0)
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
-    batch_size: int = Field(8, gt=0)
-    num_workers: int = Field(0, ge=0)
+    batch_size: int = Field(8, gt=0, description="per process: the global batch is batch_size x processes "
+                            "x train.accumulate_steps")
+    # "auto": 0 on CPU machines with up to 4 cores (workers would take the cores the step needs), else 2;
+    # on CUDA min(8, cores per process). Workers persist across epochs and prefetch 2 batches each.
+    num_workers: int | Literal["auto"] = "auto"
     image_labels: str | None = Field(None, description="class-list file of the training images for "
                                      "train.supervision=image_labels (seglab.data.image_labels); relative "
                                      "to data.root unless it exists as given; unset: from the train masks")
@@ -71,7 +74,17 @@ class TrainConfig(_Strict):
     poly_power: float = Field(0.9, ge=0)
     warmup_iters: int = Field(0, ge=0)
     warmup_ratio: float = Field(0.1, gt=0, le=1)
+    # Where and how: auto (CUDA if available, else CPU), cpu, cuda, cuda:N, mps; autocast precision
+    # (fp16 trains with a gradient scaler); `bf16: true` is a synonym for `precision: bf16`.
+    device: str = "auto"
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     bf16: bool = False
+    # Gradient accumulation: one optimizer step per this many batches (the schedule counts steps).
+    accumulate_steps: int = Field(1, ge=1)
+    # Distributed runs: BatchNorm statistics over the whole global batch (SyncBatchNorm).
+    sync_bn: bool = False
+    # Run the network through torch.compile (first step compiles; falls back to eager with a message).
+    compile: bool = False
     channels_last: bool = False
     class_weights: Literal["none", "median_frequency", "sqrt_median_frequency"] = "none"
     ohem: OHEMConfig | None = None
@@ -91,6 +104,16 @@ class TrainConfig(_Strict):
     grad_clip: float | None = Field(None, gt=0)
     # image_labels: MIL-FCN's multi-class MIL loss on image-level class lists (seglab.engine.weak)
     supervision: Literal["pixel", "image_labels"] = "pixel"
+
+    @model_validator(mode="after")
+    def _precision_synonym(self):
+        if self.bf16 and "precision" in self.model_fields_set and self.precision != "bf16":
+            raise ValueError(f"train.bf16 is true but train.precision is {self.precision}; set only "
+                             f"train.precision (train.bf16: true is a synonym of precision: bf16)")
+        if self.bf16:
+            self.precision = "bf16"
+        self.bf16 = self.precision == "bf16"
+        return self
 
 
 class TTAConfig(_Strict):

@@ -15,16 +15,12 @@ DEMO_CONFIG = Path(__file__).parent / "configs" / "demo.yaml"
 
 
 def run_demo(out: Path, *, epochs: int | None = None, progress: bool | None = None, log=print,
-             num_train: int | None = None, num_val: int | None = None) -> dict:
-    """Run the demo into `out`; returns the final validation metrics."""
+             num_train: int | None = None, num_val: int | None = None, device: str | None = None) -> dict:
+    """Run the demo into `out` (on `device`: auto, cpu, cuda, ...); returns the final validation metrics."""
     from .config import config_from_dict
     from .data import generate_synthetic
-    from .engine import build_datasets, train
-    from .engine.evaluate import evaluate_and_report
-    from .engine.trainer import show_progress
-    from .hub import load_model
-    from .inference import Predictor
-    from .inference.files import predict_files
+    from .engine import evaluate_checkpoint, predict_to_folder, train
+    from .engine.loop import show_progress
 
     t0 = time.perf_counter()
     out = Path(out)
@@ -39,15 +35,12 @@ def run_demo(out: Path, *, epochs: int | None = None, progress: bool | None = No
         overrides.append(f"train.epochs={epochs}")
     cfg = config_from_dict(raw, overrides, source=str(DEMO_CONFIG))
     log(f"training {cfg.model.name} for {cfg.train.epochs} epochs ...")
-    result = train(cfg, progress=progress, log=log)
+    result = train(cfg, progress=progress, log=log, device=device)
 
-    model = load_model(result.best_path)
-    _, val = build_datasets(cfg, train=False)
-    show = show_progress(progress)
-    results = evaluate_and_report(model, val, out, predictor=Predictor(model), progress=show, log=log)
+    _, results, _ = evaluate_checkpoint(cfg, result.best_path, out_dir=out, device=device,
+                                        progress=show_progress(progress), log=log)
     val_images = sorted((data_root / "images").glob("val_*.png"))[:4] or sorted(data_root.rglob("*.png"))[:4]
-    predict_files(Predictor(model), val_images, out / "overlays", mean=cfg.data.mean, std=cfg.data.std,
-                  palette=val.palette)
+    predict_to_folder(result.best_path, val_images, out / "overlays", device=device)
     log(f"\ndemo finished in {time.perf_counter() - t0:.0f}s: val mIoU {100 * results['mIoU']:.2f}")
     log(f"  model            {result.best_path}")
     log(f"  training curve   {out / 'curves.png'}")

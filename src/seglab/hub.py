@@ -18,6 +18,7 @@ from torch import nn
 from .errors import SeglabError
 from .registry import get_entrypoint
 from .utils.io import atomic_path
+from .utils.state_dict import check_file, read_state_dict
 
 PACKAGE_WEIGHTS = Path(__file__).parent / "weights"
 
@@ -34,7 +35,7 @@ def create_model(name: str, *, num_classes: int, weights: str | None = None,
         raise SeglabError(f"num_classes must be a positive integer, got {num_classes!r}")
     entry = get_entrypoint(name)
     if backbone_weights is not None:
-        _check_file(backbone_weights, "backbone_weights")
+        check_file(backbone_weights, "backbone_weights")
         kwargs["backbone_weights"] = str(backbone_weights)
     try:
         model = entry(num_classes=num_classes, **kwargs)
@@ -45,32 +46,6 @@ def create_model(name: str, *, num_classes: int, weights: str | None = None,
     if weights is not None:
         load_weights(model, weights)
     return model
-
-
-def _check_file(path, what: str) -> Path:
-    p = Path(path)
-    if not p.is_file():
-        raise SeglabError(f"{what}: file not found: {p}")
-    return p
-
-
-def read_state_dict(path) -> dict[str, torch.Tensor]:
-    """Read tensors from a safetensors file or a torch checkpoint (weights_only); unwrap seglab training
-    checkpoints (`{'model': ...}`) and common wrappers (`state_dict`, `model_state`)."""
-    p = _check_file(path, "weights")
-    try:
-        if p.suffix == ".safetensors":
-            return load_file(str(p))
-        obj = torch.load(str(p), map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt or foreign file
-        raise SeglabError(f"{p}: cannot read weights ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from e
-    for key in ("model", "state_dict", "model_state"):
-        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
-            obj = obj[key]
-            break
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise SeglabError(f"{p}: expected a state dict of tensors")
-    return obj
 
 
 def load_weights(model: nn.Module, path) -> None:
@@ -117,7 +92,7 @@ def save_model(model: nn.Module, path, *, classes: list[str] | None = None,
 
 
 def read_model_metadata(path) -> dict:
-    p = _check_file(path, "model")
+    p = check_file(path, "model")
     try:
         with safe_open(str(p), framework="pt") as f:
             meta = (f.metadata() or {}).get("seglab")
@@ -141,16 +116,21 @@ def resolve_model_file(name_or_path) -> Path:
                       + (f" (shipped models: {', '.join(names)})" if names else ""))
 
 
-def load_model(name_or_path) -> nn.Module:
-    """Rebuild a model saved by `save_model` (a path, or a shipped name) in eval mode. Its class names,
-    palette and input normalisation (mean, std), when recorded, are on `model.seglab_config`."""
+# Metadata a model file may record beside the architecture, carried onto `model.seglab_config`.
+CARRIED_METADATA = ("classes", "palette", "mean", "std", "inference", "category_ids", "categories",
+                    "label_space_classes", "label_space_palettes")
+
+
+def load_model(name_or_path, *, device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild a model saved by `save_model` (a path, or a shipped name) in eval mode on `device`. Its
+    class names, palette, input normalisation (mean, std), stored inference settings and category ids,
+    when recorded, are on `model.seglab_config`."""
     p = resolve_model_file(name_or_path)
     meta = read_model_metadata(p)
     model = create_model(meta["name"], num_classes=meta["num_classes"], **meta.get("kwargs", {}))
     model.load_state_dict(load_file(str(p)), strict=True)  # float16 files are cast to float32 here
-    model.seglab_config.update({k: meta[k] for k in ("classes", "palette", "mean", "std", "inference")
-                                if meta.get(k)})
-    return model.eval()
+    model.seglab_config.update({k: meta[k] for k in CARRIED_METADATA if meta.get(k)})
+    return model.to(device).eval()
 
 
 def pack_model(src, dst, *, half: bool = True, drop_aux: bool = True,

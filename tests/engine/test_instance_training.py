@@ -1,4 +1,4 @@
-"""Instance training in the engine (seglab.engine.instance): `train` dispatches instance models, validates
+"""Instance training in the engine (the one loop with the instance task): `train` runs instance models, validates
 with COCO mask / box AP, keeps best.safetensors by mask AP, resumes exactly, stops on train.max_minutes with
 a final validation (semantic training too), and refuses a model and a data set of different tasks."""
 from __future__ import annotations
@@ -14,7 +14,7 @@ import seglab
 from seglab.config import config_from_dict
 from seglab.engine import train
 from seglab.engine.checkpoint import load_checkpoint
-from seglab.engine.trainer import TrainingClock
+from seglab.engine.clock import TrainingClock
 from seglab.errors import ConfigError
 from seglab.hub import read_model_metadata
 from seglab.structures import InstanceResult
@@ -66,7 +66,8 @@ def test_train_dispatches_instance_models_validates_with_mask_ap_and_writes_outp
         assert row["train_loss"] == pytest.approx(row["train_loss_semantic"] + row["train_loss_affinity"])
     assert rows[1]["train_loss"] < rows[0]["train_loss"]
     assert 0 < rows[0]["train_minutes"] < rows[1]["train_minutes"]
-    assert "(semantic " in lines[0] and "val mask AP" in lines[-1]
+    epoch_lines = [m for m in lines if m.startswith("epoch ")]
+    assert "(semantic " in epoch_lines[0] and "val mask AP" in epoch_lines[-1]
     for name in ("config.yaml", "last.pt", "best.safetensors", "metrics.jsonl", "curves.png"):
         assert (result.out_dir / name).is_file(), name
     assert math.isnan(result.best_mIoU) and result.best_mask_AP == max(r["val_mask_AP"] for r in rows)

@@ -1,5 +1,5 @@
 """Joint training: the summed per-space loss, per-space metrics, and `seglab.engine.train` dispatching
-joint models to `train_joint` (outputs, per-space metrics.jsonl keys, console line, resume)."""
+joint models through the one loop with the joint task (outputs, per-space metrics.jsonl keys, console line, resume)."""
 import json
 import math
 
@@ -11,8 +11,9 @@ import seglab
 from seglab.config import config_from_dict
 from seglab.engine import train
 from seglab.engine.checkpoint import load_checkpoint
-from seglab.engine.joint import JointLoss, JointMetrics, flat_metrics
 from seglab.errors import ConfigError
+from seglab.losses import JointLoss
+from seglab.metrics import JointMetrics, flat_metrics
 
 
 class Crash(Exception):
@@ -100,3 +101,36 @@ def test_resume_continues_exactly(tiny_synthetic, tmp_path):
 def test_config_mistakes_are_one_line_errors(tiny_synthetic, tmp_path, change, match):
     with pytest.raises(ConfigError, match=match):
         train(_cfg(tiny_synthetic, tmp_path / "run", **change), progress=False, log=lambda m: None)
+
+
+def test_joint_models_evaluate_and_predict_from_the_command_line(tiny_synthetic, tmp_path, capsys):
+    """`seglab eval` prints a table per label space; `seglab predict` writes a label PNG per space."""
+    import numpy as np
+    import yaml
+    from PIL import Image
+
+    from seglab.cli import main
+
+    cfg_dict = {"model": {"name": "joint_resnet18", "kwargs": {"width": 8, "output_stride": 16}},
+                "data": {"name": "synthetic_joint", "root": str(tiny_synthetic), "crop_size": [48, 48],
+                         "batch_size": 4},
+                "train": {"epochs": 1, "optimizer": "adamw", "lr": 0.01, "out_dir": str(tmp_path / "run")}}
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(cfg_dict))
+    assert main(["train", str(cfg)]) == 0
+    best = tmp_path / "run" / "best.safetensors"
+    assert main(["eval", str(cfg), "--checkpoint", str(best), "--out", str(tmp_path / "eval")]) == 0
+    out = capsys.readouterr().out
+    assert "label space semantic:" in out and "label space stuff_thing:" in out and "triangle" in out
+    metrics = json.loads((tmp_path / "eval" / "eval_metrics.json").read_text())
+    assert set(metrics["label_spaces"]) == {"semantic", "stuff_thing"} and 0 <= metrics["mIoU"] <= 1
+    assert (tmp_path / "eval" / "confusion_matrix_stuff_thing.png").is_file()
+    image = sorted((tiny_synthetic / "images").glob("val_*.png"))[0]
+    assert main(["predict", "--checkpoint", str(best), str(image), "--out", str(tmp_path / "pred")]) == 0
+    assert "per label space" in capsys.readouterr().out
+    for space, classes in (("semantic", 6), ("stuff_thing", 2)):
+        labels = np.array(Image.open(tmp_path / "pred" / f"{image.stem}_{space}.png"))
+        assert labels.shape == (48, 64) and labels.max() < classes
+        assert (tmp_path / "pred" / f"{image.stem}_{space}_overlay.png").is_file()
+    assert main(["predict", "--checkpoint", str(best), str(image), "--out", str(tmp_path / "p2"), "--tta", "flip"]) == 2
+    assert "joint model" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""Panoptic models in the engine (seglab.engine.panoptic), on a tiny generated synthetic set whose category
+"""Panoptic models in the engine (the one loop with the panoptic task), on a tiny generated synthetic set whose category
 ids are renumbered (so class index != category id everywhere): training validates with PQ / SQ / RQ and
 keeps best.safetensors by PQ, resumes exactly; evaluation writes COCO panoptic files that `pq_compute`
 reads back to the same numbers (hand-counted for a ground-truth echo with dropped things); prediction
@@ -17,19 +17,15 @@ from PIL import Image
 import seglab
 from seglab.config import config_from_dict
 from seglab.data.panoptic import check_segments, read_panoptic_png
+from seglab.engine import evaluate_and_report, predict_to_folder, train
 from seglab.engine.checkpoint import load_checkpoint
-from seglab.engine.panoptic import (
-    SUMMARY,
-    build_panoptic_datasets,
-    evaluate_panoptic_and_report,
-    model_categories,
-    predict_panoptic_files,
-    train_panoptic,
-)
 from seglab.errors import ConfigError
 from seglab.hub import read_model_metadata
+from seglab.inference.panoptic import model_categories
 from seglab.metrics.panoptic import pq_compute
 from seglab.structures import PanopticResult
+from seglab.tasks import TASKS
+from seglab.tasks.panoptic import SUMMARY
 
 TINY = {"name": "upsnet_resnet18",
         "kwargs": {"width": 8, "fpn_channels": 16, "representation_size": 32, "mask_channels": 16, "mask_layers": 1,
@@ -73,7 +69,7 @@ def _cfg(root, out, *, model=TINY, data="synthetic_panoptic", **train_kw):
 @pytest.fixture(scope="module")
 def two_epochs(panoptic_data, tmp_path_factory):
     lines: list[str] = []
-    result = train_panoptic(_cfg(panoptic_data, tmp_path_factory.mktemp("run") / "a"), progress=False,
+    result = train(_cfg(panoptic_data, tmp_path_factory.mktemp("run") / "a"), progress=False,
                             log=lines.append)
     return result, lines
 
@@ -91,7 +87,7 @@ def test_training_validates_with_pq_and_keeps_the_best_model(two_epochs):
         parts = [v for k, v in row.items() if k.startswith("train_loss_")]
         assert len(parts) == 8 and row["train_loss"] == pytest.approx(sum(parts))  # Mask R-CNN's 5 + UPSNet's 3
     assert rows[1]["train_loss"] < rows[0]["train_loss"]
-    assert "val PQ" in lines[-1] and "(objectness " in lines[0]
+    assert "val PQ" in lines[-1] and "(objectness " in lines[1]  # lines[0] says where it trains
     for name in ("config.yaml", "last.pt", "best.safetensors", "metrics.jsonl", "curves.png"):
         assert (result.out_dir / name).is_file(), name
     assert result.best_PQ == max(r["val_PQ"] for r in rows) and result.final_metrics["All"]["n"] == 6
@@ -113,9 +109,9 @@ def test_resume_continues_at_the_next_epoch_exactly(two_epochs, panoptic_data, t
 
     cfg = _cfg(panoptic_data, tmp_path / "b", val_every_minutes=1000.0)  # validation at the last epoch only
     with pytest.raises(Crash):
-        train_panoptic(cfg, progress=False, log=crash_after_first_epoch)
+        train(cfg, progress=False, log=crash_after_first_epoch)
     lines: list[str] = []
-    resumed = train_panoptic(cfg, resume=True, progress=False, log=lines.append)
+    resumed = train(cfg, resume=True, progress=False, log=lines.append)
     assert lines[0].startswith("resumed from") and "epoch 2/2" in lines[0]
     a, b = load_checkpoint(straight.last_path)["model"], load_checkpoint(resumed.last_path)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -148,9 +144,9 @@ class GroundTruthEcho(torch.nn.Module):
 
 def test_evaluation_files_read_back_by_pq_compute_to_the_hand_counted_pq(panoptic_data, tmp_path, capsys):
     cfg = _cfg(panoptic_data, tmp_path / "unused")
-    _, val_ds = build_panoptic_datasets(cfg, train=False)
+    _, val_ds = TASKS['panoptic'].build_datasets(cfg, train=False)
     echo = GroundTruthEcho(val_ds)
-    results = evaluate_panoptic_and_report(echo, val_ds, tmp_path)
+    results = evaluate_and_report(echo, val_ds, tmp_path, task=TASKS['panoptic'])[1]
     assert "rectangle" in capsys.readouterr().out  # the PQ table
     # hand count: every segment matched with IoU 1 except one dropped thing per image (a false negative)
     gt = json.loads((panoptic_data / "panoptic_val.json").read_text())
@@ -174,9 +170,9 @@ def test_evaluation_files_read_back_by_pq_compute_to_the_hand_counted_pq(panopti
 
 def test_evaluating_a_trained_model_writes_what_it_predicted(two_epochs, panoptic_data, tmp_path):
     result, _ = two_epochs
-    _, val_ds = build_panoptic_datasets(_cfg(panoptic_data, tmp_path / "unused"), train=False)
+    _, val_ds = TASKS['panoptic'].build_datasets(_cfg(panoptic_data, tmp_path / "unused"), train=False)
     model = seglab.load_model(result.best_path)
-    results = evaluate_panoptic_and_report(model, val_ds, tmp_path, log=lambda m: None)
+    results = evaluate_and_report(model, val_ds, tmp_path, log=lambda m: None)[1]
     assert results["All"]["pq"] == pytest.approx(result.best_PQ)
     data = json.loads((tmp_path / "panoptic_predictions.json").read_text())
     assert [a["image_id"] for a in data["annotations"]] == val_ds.image_ids
@@ -198,11 +194,11 @@ def test_predict_writes_the_panoptic_png_a_visualisation_and_one_json(two_epochs
         files.append(tmp_path / "in" / f"picture{k}.png")
         files[-1].parent.mkdir(exist_ok=True)
         shutil.copy(panoptic_data / "images" / name, files[-1])
-    model = seglab.load_model(result.best_path)
     categories, class_to_category = model_categories(read_model_metadata(result.best_path))
     out = tmp_path / "out"
-    pictures, json_path = predict_panoptic_files(model, files, out, categories=categories,
-                                                 class_to_category=class_to_category)
+    lines = predict_to_folder(result.best_path, files, out, device="cpu")
+    json_path, pictures = out / "panoptic.json", [out / f"{f.stem}_panoptic_vis.png" for f in files]
+    assert str(json_path) in lines[0]
     data = json.loads(json_path.read_text())
     assert [im["file_name"] for im in data["images"]] == ["picture0.png", "picture1.png"]
     assert data["categories"] == categories and {c["id"] for c in categories} == set(CLASS_TO_CATEGORY)
@@ -244,7 +240,7 @@ def test_model_categories_without_recorded_categories_come_from_classes_and_num_
 ])
 def test_model_and_data_set_mistakes_are_one_line_config_errors(panoptic_data, tmp_path, change, names):
     with pytest.raises(ConfigError) as err:
-        train_panoptic(_cfg(panoptic_data, tmp_path / "run", **change), progress=False, log=lambda m: None)
+        train(_cfg(panoptic_data, tmp_path / "run", **change), progress=False, log=lambda m: None)
     message = str(err.value)
     assert len(message.splitlines()) == 1 and all(n in message for n in names), message
 

@@ -63,8 +63,9 @@ def test_bf16_channels_last_and_median_frequency_options_train(tiny_synthetic, t
 
 
 def test_validation_during_training_predicts_like_eval(tiny_synthetic, tmp_path):
-    from seglab.engine.trainer import validation_predictor
+    from seglab.engine.evaluation import validation_options
     from seglab.inference import TTAPredictor
+    from seglab.tasks import TASKS
 
     cfg = config_from_dict({"model": {"name": "unet", "kwargs": {"base_channels": 4}},
                             "data": {"name": "synthetic", "root": str(tiny_synthetic)},
@@ -72,6 +73,6 @@ def test_validation_during_training_predicts_like_eval(tiny_synthetic, tmp_path)
                                      "slide": {"crop": [32, 32], "stride": [16, 16]},
                                      "crf": {"iterations": 1}}})
     model = seglab.create_model("unet", num_classes=6, base_channels=4)
-    predictor = validation_predictor(cfg, model)
+    predictor = TASKS["semantic"].build_predictor(model, validation_options(cfg.eval))
     assert isinstance(predictor, TTAPredictor) and predictor.scales == (0.5,) and not predictor.flip
     assert predictor.predictor.slide == (32, 32) and predictor.crf is None

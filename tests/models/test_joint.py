@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 import seglab
 from seglab import SeglabError
-from seglab.engine.joint import JointLoss
+from seglab.losses import JointLoss
 from seglab.errors import ConfigError
 from seglab.models.joint import check_label_spaces
 

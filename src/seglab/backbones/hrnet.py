@@ -141,7 +141,7 @@ def load_hrnet_imagenet_weights(model: HRNet, path) -> None:
     """Load an official HRNet ImageNet checkpoint (e.g. `hrnetv2_w48_imagenet_pretrained.pth`) from a
     local file: the classification head is dropped, every other tensor must fit the trunk exactly."""
     from ..errors import SeglabError
-    from ..hub import read_state_dict
+    from ..utils.state_dict import read_state_dict
 
     state = {k: v for k, v in read_state_dict(path).items() if not k.startswith(_CLASSIFIER_PREFIXES)}
     own = model.state_dict()

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ..errors import SeglabError
-from ..hub import read_state_dict
+from ..utils.state_dict import read_state_dict
 
 # (regex on a torchvision key, replacement) applied in order to whole-model checkpoints; FCN and
 # DeepLab v3 need none (their module names are torchvision's). Mask R-CNN (maskrcnn_resnet50_fpn):

@@ -31,7 +31,7 @@ from torch.utils.data import Dataset
 
 from ..errors import DataError, SeglabError
 from .palettes import default_palette
-from .transforms import IMAGENET_MEAN, IMAGENET_STD, _mean_std, normalize_image
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, mean_std, normalize_image
 
 Target = dict[str, Any]
 
@@ -143,7 +143,7 @@ class InstanceEvalTransform:
     """Normalisation only; image, masks and boxes keep their size."""
 
     def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
-        self.mean, self.std = _mean_std(mean, std)
+        self.mean, self.std = mean_std(mean, std)
 
     def __call__(self, image: np.ndarray, target: Target) -> tuple[torch.Tensor, Target]:
         return normalize_image(image, self.mean, self.std), _target_tensors(target)
@@ -174,7 +174,7 @@ class InstanceTrainTransform:
         if len(scale_range) != 2 or not 0 < scale_range[0] <= scale_range[1]:
             raise SeglabError(f"scale_range must be (low, high) with 0 < low <= high, got {scale_range}")
         self.crop_size, self.scale_range, self.hflip = crop_size, scale_range, bool(hflip)
-        self.mean, self.std = _mean_std(mean, std)
+        self.mean, self.std = mean_std(mean, std)
 
     def __call__(self, image: np.ndarray, target: Target) -> tuple[torch.Tensor, Target]:
         x = normalize_image(image, self.mean, self.std)  # the mean colour is 0 from here on

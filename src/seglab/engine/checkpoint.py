@@ -1,38 +1,17 @@
-"""Training checkpoints: the whole training state (model, optimizer, schedule, epoch, RNG states),
-written atomically (temp file + rename) and read back with `weights_only=True`, so loading never
-executes code. Model weights for use are saved separately as safetensors (`seglab.save_model`)."""
+"""Training checkpoints: the whole training state (model, optimizer, schedule, gradient scaler, epoch,
+history, the run's config and process count), written atomically (temp file + rename) and read back
+with `weights_only=True`, so loading never executes code. No random-generator state is stored: every
+epoch restarts its random streams from (seed, epoch) (`engine/sampling.py`), so a run resumed at an
+epoch boundary continues exactly. Model weights for use are saved separately as safetensors
+(`seglab.save_model`)."""
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..errors import SeglabError
 from ..utils.io import atomic_path
-
-
-def rng_state() -> dict:
-    np_state = np.random.get_state()
-    return {
-        "torch": torch.get_rng_state(),
-        "python": random.getstate(),
-        # numpy's state holds an ndarray, which the weights-only loader refuses; store it as a tensor.
-        "numpy": {"name": np_state[0], "keys": torch.from_numpy(np_state[1].astype(np.int64)),
-                  "pos": int(np_state[2]), "has_gauss": int(np_state[3]), "cached": float(np_state[4])},
-    }
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(_to_tuple(state["python"]))
-    n = state["numpy"]
-    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
-
-
-def _to_tuple(x):
-    return tuple(_to_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
 
 
 def save_checkpoint(path, state: dict) -> Path:
@@ -42,11 +21,53 @@ def save_checkpoint(path, state: dict) -> Path:
     return path
 
 
-def load_checkpoint(path) -> dict:
+def load_checkpoint(path, map_location="cpu") -> dict:
+    """A training state written by `save_checkpoint`, its tensors on `map_location` (trained on a GPU,
+    resumed or evaluated on a CPU, and the other way round)."""
     path = Path(path)
     if not path.is_file():
         raise SeglabError(f"checkpoint not found: {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
-        raise SeglabError(f"{path}: cannot read checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from e
+        first = (str(e).splitlines() or [""])[0][:200] or "empty or truncated file"
+        raise SeglabError(f"{path}: cannot read checkpoint ({type(e).__name__}: {first})") from e
+    if not isinstance(state, dict) or "model" not in state:
+        raise SeglabError(f"{path}: not a seglab training checkpoint (expected a dict with 'model')")
+    return state
+
+
+# Config keys that may change between a run and its resumption without changing what it computes.
+# train.epochs may grow (or shrink) to continue a run: the poly schedule then decays over the new count.
+RESUME_FREE_KEYS = ("train.out_dir", "train.device", "data.root", "data.num_workers", "train.val_interval",
+                    "train.max_minutes", "train.val_every_minutes", "train.epochs")
+
+
+def config_differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
+    """'key: saved -> current' for every leaf that differs (dotted keys), outside RESUME_FREE_KEYS."""
+    out = []
+    for key in sorted(set(saved) | set(current)):
+        path = f"{prefix}{key}"
+        a, b = saved.get(key), current.get(key)
+        if path in RESUME_FREE_KEYS:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_differences(a, b, f"{path}.")
+        elif a != b:
+            out.append(f"{path}: {a!r} -> {b!r}")
+    return out
+
+
+def check_resume(state: dict, path: Path, *, config: dict, world_size: int) -> None:
+    """A resumed run must be the same run: the same config (up to RESUME_FREE_KEYS) and process count."""
+    saved_world = int(state.get("world_size", 1))
+    if saved_world != world_size:
+        raise SeglabError(f"--resume: {path} was written by a run with {saved_world} process(es), this one has "
+                          f"{world_size}; resume with the same number of processes (the global batch and the "
+                          f"data order depend on it)")
+    if "config" in state:
+        diffs = config_differences(state["config"], config)
+        if diffs:
+            shown = "; ".join(diffs[:4]) + (f"; and {len(diffs) - 4} more" if len(diffs) > 4 else "")
+            raise SeglabError(f"--resume: the config differs from the run in {path.parent} ({shown}); resume "
+                              f"with that run's config.yaml, or start a new run in another train.out_dir")

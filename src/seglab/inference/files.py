@@ -1,16 +1,22 @@
-"""Prediction on image files: a label PNG (palette, pixel value = class index) and a colour overlay
-per input image. Every input is checked before anything is written, so a bad file in a folder stops
-the run with one clear line and no partial output."""
+"""Prediction on image files: one loop for every task (`predict_to_files`), and the semantic writer.
+
+The loop reads each image, asks the task's predictor (`predict_image`) and hands the result to the
+task's writer; it never asks which task it runs. Every input is checked (opened, header read) before
+anything is written, so a bad file in a folder stops the run with one clear line and no partial output.
+Writers (each has `write(stem, image, prediction)` and `close() -> lines saying what was written`):
+- `SemanticWriter` (here): `<stem>.png` (palette PNG, pixel value = class index) and `<stem>_overlay.png`;
+- `JointWriter` (`inference/joint.py`), `InstanceWriter` (`inference/instances.py`), `PanopticWriter`
+  (`inference/panoptic.py`).
+"""
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 from tqdm import tqdm
 
 from ..errors import SeglabError
-from .predictor import Predictor
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -36,24 +42,52 @@ def collect_inputs(inputs: Iterable[str]) -> list[Path]:
     return files
 
 
-def predict_files(predictor: Predictor, files: list[Path], out_dir: Path, *, mean, std, palette,
-                  in_channels: int = 3, progress: bool = False, overlay_alpha: float = 0.5) -> list[Path]:
-    """Writes `<stem>.png` (labels) and `<stem>_overlay.png` into out_dir; returns the label paths."""
-    from ..data import read_image
-    from ..viz import overlay, save_label_png
-    from ..utils.io import save_image_atomic
+def model_in_channels(model) -> int:
+    return int(getattr(model, "seglab_config", {}).get("kwargs", {}).get("in_channels", 3))
 
-    for f in files:  # validate everything first: no half-finished output folders
-        read_image(f, in_channels=in_channels)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
+
+def predict_to_files(predictor, writer, files: Sequence[Path], *, progress: bool = False) -> list[str]:
+    """Every file through `predictor.predict_image` into `writer`; returns the writer's summary lines."""
+    from ..data import read_image
+    from ..data.io import image_size
+
+    files = [Path(f) for f in files]
+    in_channels = model_in_channels(predictor.model)
+    for f in files:  # validate everything first (headers only): no half-finished output folders
+        image_size(f)
     for f in tqdm(files, desc="predict", disable=not progress, leave=False, dynamic_ncols=True):
         image = read_image(f, in_channels=in_channels)
-        result = predictor.predict_image(image, mean=mean, std=std, path=str(f))
-        labels = result.labels.numpy().astype(np.uint8)
-        label_path = out_dir / f"{f.stem}.png"
-        save_label_png(label_path, labels, palette)
+        writer.write(f, image, predictor.predict_image(image))
+    return writer.close()
+
+
+class SemanticWriter:
+    """`<stem>.png` (labels, palette PNG) and `<stem>_overlay.png` (colours over the photo) per image."""
+
+    def __init__(self, out_dir: Path, *, palette: Sequence[Sequence[int]], alpha: float = 0.5):
+        self.out_dir, self.palette, self.alpha = Path(out_dir), [tuple(c) for c in palette], alpha
+        self.count = 0
+
+    def write(self, source: Path, image: np.ndarray, prediction) -> None:
+        from ..utils.io import save_image_atomic
+        from ..viz import overlay, save_label_png
+
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        labels = prediction.labels.numpy().astype(np.uint8)
+        save_label_png(self.out_dir / f"{source.stem}.png", labels, self.palette)
         if image.shape[2] == 3:
-            save_image_atomic(out_dir / f"{f.stem}_overlay.png", overlay(image, labels, palette, alpha=overlay_alpha))
-        written.append(label_path)
-    return written
+            save_image_atomic(self.out_dir / f"{source.stem}_overlay.png",
+                              overlay(image, labels, self.palette, alpha=self.alpha))
+        self.count += 1
+
+    def close(self) -> list[str]:
+        return [f"predicted {self.count} image(s): label PNGs and overlays in {self.out_dir}/"]
+
+
+def predict_files(predictor, files: Sequence[Path], out_dir: Path, *, palette, progress: bool = False,
+                  overlay_alpha: float = 0.5) -> list[Path]:
+    """Semantic prediction of `files` into `out_dir` (`<stem>.png` + `<stem>_overlay.png`); returns the
+    label paths."""
+    predict_to_files(predictor, SemanticWriter(out_dir, palette=palette, alpha=overlay_alpha), files,
+                     progress=progress)
+    return [Path(out_dir) / f"{Path(f).stem}.png" for f in files]

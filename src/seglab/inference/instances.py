@@ -1,9 +1,8 @@
-"""Instance prediction on image files (`seglab predict` with an instance model): per image an overlay PNG
-(`seglab.viz.draw_instances`: one colour per instance, its mask, outline, box and "class score" label),
-and one COCO result JSON for all images (the format of COCO's detection challenge: image_id,
-category_id, segmentation as compressed RLE, score, bbox [x, y, w, h]; each entry also names its
-`file_name`). Every input is read before anything is written, so a bad file stops the run with one clear
-line and no partial output."""
+"""Instance prediction: `InstancePredictor` (an instance model on photos or normalised tensors) and
+`InstanceWriter` for `seglab predict`: per image an overlay PNG (`seglab.viz.draw_instances`: one colour
+per instance, its mask, outline, box and "class score" label), and one COCO result JSON for all images
+(the format of COCO's detection challenge: image_id, category_id, segmentation as compressed RLE, score,
+bbox [x, y, w, h]; each entry also names its `file_name`)."""
 from __future__ import annotations
 
 import json
@@ -13,14 +12,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
-from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize_image
 from ..structures import InstanceResult
+from .base import ModelPredictor
 
 
 def float_result(result: InstanceResult) -> InstanceResult:
-    """bf16 autocast leaves boxes and scores in bfloat16, which numpy (and so COCO) cannot read."""
+    """Low-precision autocast leaves boxes and scores in bf16 / fp16, which numpy (and so COCO) cannot read."""
     return InstanceResult(boxes=result.boxes.float().cpu(), scores=result.scores.float().cpu(),
                           labels=result.labels.long().cpu(), masks=result.masks.bool().cpu())
 
@@ -37,62 +35,69 @@ def inference_layout(model: nn.Module) -> nn.Module:
     return model
 
 
+class InstancePredictor(ModelPredictor):
+    """An instance model on normalised (3, H, W) tensors or uint8 H x W x 3 images: one forward pass
+    (autocast at `precision`), results as float32 on the CPU. A model handed over in eval mode (loaded for
+    prediction or evaluation) takes its inference layout (`inference_layout`); a model in training mode
+    (validation during training) keeps its layout, so training never changes memory format midway."""
+
+    def __init__(self, model: nn.Module, *, precision: str | None = None, bf16: bool = False):
+        super().__init__(model if model.training else inference_layout(model), precision=precision, bf16=bf16)
+
+    @torch.no_grad()
+    def predict_tensor(self, x: torch.Tensor, *, image: np.ndarray | None = None) -> InstanceResult:
+        with self.autocast():
+            return float_result(self.model([x.to(self.device)])[0])
+
+
 @torch.no_grad()
-def predict_instances(model: nn.Module, image: torch.Tensor, *, bf16: bool = False) -> InstanceResult:
-    """One normalised (3, H, W) image through an instance model in eval mode -> its InstanceResult
-    (float32, on the CPU). Uses `inference_layout(model)`."""
-    inference_layout(model)
-    device = next(model.parameters()).device
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16 and device.type == "cpu"):
-        return float_result(model([image.to(device)])[0])
-
-
-class InstancePredictor:
-    """An instance model on uint8 H x W x 3 images: normalisation (the model's recorded mean / std by
-    default), one forward pass (bf16 autocast when asked), results as float32 on the CPU."""
-
-    def __init__(self, model: nn.Module, *, bf16: bool = False):
-        self.model, self.bf16 = model.eval(), bf16
-
-    def predict_image(self, image: np.ndarray, *, mean: Sequence[float] | None = None,
-                      std: Sequence[float] | None = None) -> InstanceResult:
-        config = getattr(self.model, "seglab_config", {})
-        x = normalize_image(image, mean if mean is not None else config.get("mean", IMAGENET_MEAN),
-                            std if std is not None else config.get("std", IMAGENET_STD))
-        return predict_instances(self.model, x, bf16=self.bf16)
+def predict_instances(model: nn.Module, image: torch.Tensor, *, bf16: bool = False,
+                      precision: str | None = None) -> InstanceResult:
+    """One normalised (3, H, W) image through an instance model in eval mode -> its InstanceResult."""
+    return InstancePredictor(model, precision=precision, bf16=bf16).predict_tensor(image)
 
 
 def file_image_ids(files: Sequence[Path]) -> list[int]:
     """COCO image ids for input files: the number in the file name when every name is one (COCO's own
     file names, e.g. 000000397133.jpg), else the position 1..N."""
-    stems = [f.stem for f in files]
+    stems = [Path(f).stem for f in files]
     if all(s.isdigit() for s in stems) and len({int(s) for s in stems}) == len(stems):
         return [int(s) for s in stems]
     return list(range(1, len(files) + 1))
 
 
-def predict_instance_files(predictor: InstancePredictor, files: Sequence[Path], out_dir: Path, *,
-                           class_names: Sequence[str], category_ids: Sequence[int], mean=None, std=None,
-                           score_threshold: float = 0.5, progress: bool = False) -> tuple[list[Path], Path]:
-    """Writes `<stem>_overlay.png` per image (instances scoring >= `score_threshold`) and
-    `instances.json` (every detection) into `out_dir`; returns (overlay paths, JSON path)."""
-    from ..data import read_image
-    from ..metrics.instance import instance_results_to_coco
-    from ..utils.io import save_image_atomic, write_text_atomic
-    from ..viz import draw_instances
+class InstanceWriter:
+    """`<stem>_overlay.png` per image (instances scoring >= `score_threshold`) and `instances.json` (every
+    detection, COCO result format, written by `close`)."""
 
-    for f in files:  # validate everything first: no half-finished output folders
-        read_image(f, in_channels=3)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    overlays, entries = [], []
-    for f, image_id in tqdm(list(zip(files, file_image_ids(files))), desc="predict", disable=not progress,
-                            leave=False, dynamic_ncols=True):
-        image = read_image(f, in_channels=3)
-        result = predictor.predict_image(image, mean=mean, std=std)
-        path = out_dir / f"{f.stem}_overlay.png"
-        save_image_atomic(path, draw_instances(image, result, class_names, score_threshold))
-        overlays.append(path)
-        entries += [{**e, "file_name": f.name} for e in instance_results_to_coco(image_id, result, category_ids)]
-    json_path = out_dir / "instances.json"
-    write_text_atomic(json_path, json.dumps(entries) + "\n")
-    return overlays, json_path
+    def __init__(self, out_dir: Path, *, class_names: Sequence[str], category_ids: Sequence[int],
+                 score_threshold: float = 0.5):
+        self.out_dir, self.class_names = Path(out_dir), list(class_names)
+        self.category_ids, self.score_threshold = list(category_ids), float(score_threshold)
+        self.files: list[Path] = []
+        self.entries: list[list[dict]] = []  # COCO results per file; image ids are set in close()
+
+    @property
+    def json_path(self) -> Path:
+        return self.out_dir / "instances.json"
+
+    def write(self, source: Path, image: np.ndarray, prediction: InstanceResult) -> None:
+        from ..metrics.instance import instance_results_to_coco
+        from ..utils.io import save_image_atomic
+        from ..viz import draw_instances
+
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        save_image_atomic(self.out_dir / f"{source.stem}_overlay.png",
+                          draw_instances(image, prediction, self.class_names, self.score_threshold))
+        self.files.append(Path(source))
+        self.entries.append([{**e, "file_name": Path(source).name}
+                             for e in instance_results_to_coco(0, prediction, self.category_ids)])
+
+    def close(self) -> list[str]:
+        from ..utils.io import write_text_atomic
+
+        entries = [{**e, "image_id": image_id}
+                   for image_id, per_file in zip(file_image_ids(self.files), self.entries) for e in per_file]
+        write_text_atomic(self.json_path, json.dumps(entries) + "\n")
+        return [f"predicted {len(self.files)} image(s): instance overlays (score >= {self.score_threshold:g}) in "
+                f"{self.out_dir}/, COCO results (all detections) in {self.json_path}"]

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..structures import SemanticResult
+from .base import ModelPredictor
 
 
 def _window_starts(size: int, crop: int, stride: int) -> list[int]:
@@ -36,32 +37,39 @@ def _gaussian_weight(h: int, w: int, sigma_scale: float = 0.125) -> torch.Tensor
     return (weight / weight.max()).clamp_min(1e-3)
 
 
-class Predictor:
+class Predictor(ModelPredictor):
     """Turns normalised image tensors into class probabilities with a semantic model.
 
     `slide=(crop_h, crop_w), stride=(sh, sw)` enables sliding-window inference; otherwise the whole
     image is processed at once. `crf` (a dict of `dense_crf` keyword arguments) refines the
     probabilities of whole images with the fully connected CRF, which needs the original colours:
-    see `refine`, used by `predict_image` and `seglab.engine.evaluate`.
+    see `refine`, used by `predict_tensor` / `predict_image`. `precision` ('fp32', 'bf16', 'fp16';
+    `bf16=True` is a synonym) sets autocast on the model's device.
     """
 
     crf: dict | None = None  # subclasses that wrap another predictor inherit "no CRF"
 
     def __init__(self, model: nn.Module, *, slide: Sequence[int] | None = None,
                  stride: Sequence[int] | None = None, blend: str = "gaussian", window_batch: int = 4,
-                 bf16: bool = False, crf: dict | None = None):
-        self.model = model.eval()
+                 bf16: bool = False, precision: str | None = None, crf: dict | None = None):
+        super().__init__(model, precision=precision, bf16=bf16)
         self.crf = crf
         self.slide = tuple(slide) if slide else None
         self.stride = tuple(stride) if stride else (tuple(int(c * 2 / 3) for c in self.slide) if self.slide else None)
+        if self.slide is not None and (len(self.slide) != 2 or min(self.slide) < 1 or len(self.stride) != 2
+                                       or min(self.stride) < 1):
+            raise ValueError(f"slide and stride must be two positive sizes, got {self.slide} and {self.stride}")
         if blend not in ("uniform", "gaussian"):
             raise ValueError(f"blend must be 'uniform' or 'gaussian', got {blend!r}")
         self.blend = blend
         self.window_batch = window_batch
-        self.bf16 = bf16
+
+    @property
+    def needs_image(self) -> bool:
+        return self.crf is not None
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16 and x.device.type == "cpu"):
+        with self.autocast():
             out = self.model(x)
         return out.float().softmax(1)
 
@@ -110,31 +118,21 @@ class Predictor:
         """(N, C_in, H, W) -> (N, H, W) class indices."""
         return self.probabilities(images).argmax(1)
 
+    def predict_tensor(self, x: torch.Tensor, *, image: np.ndarray | None = None,
+                       with_probs: bool = False) -> SemanticResult:
+        """One normalised (C, H, W) image -> SemanticResult on the CPU (probabilities when asked). With a
+        CRF, `image` (the original uint8 picture) is required."""
+        if self.crf is not None and image is None:
+            raise ValueError("the dense CRF needs the original image: predict_tensor(x, image=...)")
+        probs = self.probabilities(x[None].to(self.device))[0]
+        if self.crf is not None:
+            probs = self.refine(image, probs.cpu())
+        labels = probs.argmax(0).cpu()
+        return SemanticResult(labels=labels, probs=probs.cpu() if with_probs else None)
+
     def predict_image(self, image: np.ndarray, *, mean=None, std=None, path: str | None = None) -> SemanticResult:
         """One HxWxC uint8 image -> SemanticResult with labels (H, W) and probabilities (C, H, W).
         mean / std default to what the model was trained with (recorded by `save_model`), else ImageNet's."""
-        from ..config import IMAGENET_MEAN, IMAGENET_STD
-
-        config = getattr(self.model, "seglab_config", {})
-        mean = mean if mean is not None else config.get("mean", IMAGENET_MEAN)
-        std = std if std is not None else config.get("std", IMAGENET_STD)
-        x = torch.from_numpy(image).permute(2, 0, 1).float().div_(255)
-        mean_t = torch.tensor(mean, dtype=torch.float32)[:, None, None]
-        std_t = torch.tensor(std, dtype=torch.float32)[:, None, None]
-        x = ((x - mean_t) / std_t)[None]
-        device = next(self.model.parameters()).device
-        probs = self.refine(image, self.probabilities(x.to(device))[0].cpu())
-        return SemanticResult(labels=probs.argmax(0), probs=probs, path=path)
-
-
-def build_predictor(model: nn.Module, *, slide=None, stride=None, blend: str = "gaussian", bf16: bool = False,
-                    tta: dict | None = None, crf: dict | None = None) -> Predictor:
-    """Whole-image or sliding-window prediction, optionally wrapped in flip / multi-scale TTA
-    (`tta={'flip': True, 'scales': (0.75, 1, 1.25)}`), optionally refined by the dense CRF."""
-    predictor = Predictor(model, slide=slide, stride=stride, blend=blend, bf16=bf16)
-    if tta and (tta.get("flip") or tuple(tta.get("scales", (1.0,))) != (1.0,)):
-        from .tta import TTAPredictor
-
-        predictor = TTAPredictor(predictor, flip=bool(tta.get("flip")), scales=tuple(tta.get("scales", (1.0,))))
-    predictor.crf = crf
-    return predictor
+        result = self.predict_tensor(self.normalize(image, mean, std), image=image, with_probs=True)
+        result.path = path
+        return result

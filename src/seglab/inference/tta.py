@@ -73,6 +73,7 @@ class TTAPredictor(Predictor):
             raise ValueError(f"scales must be a non-empty sequence of positive numbers, got {scales!r}")
         self.predictor = predictor
         self.model = predictor.model                  # predict_image reads mean/std and the device here
+        self.precision = predictor.precision
         self.flip = bool(flip)
         self.scales = scales
 

@@ -82,7 +82,7 @@ def _axis_samples(start: torch.Tensor, bin_size: torch.Tensor, bins: int, grid: 
     return start[:, None, None] + b * bin_size[:, None, None] + (i + 0.5) * bin_size[:, None, None] / grid
 
 
-def _axis_interpolation(coords: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def axis_interpolation(coords: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Neighbour indices (..., 2) and bilinear weights (..., 2) along one axis, with the kernel's
     boundary rules: zero weight outside [-1, size], coordinates clamped to [0, size - 1]."""
     valid = (coords >= -1.0) & (coords <= size)  # NaN fails both, as in the kernel
@@ -154,8 +154,8 @@ def _pool_group(out: torch.Tensor, members: torch.Tensor, flat: torch.Tensor, ba
                 size: tuple[int, int], grid: tuple[int, int]) -> torch.Tensor:
     """RoIAlign of the RoIs `members` (all with sampling grid (GH, GW)), written into `out[members]`."""
     (height, width), (ph, pw), (gh, gw) = size, out.shape[2:], grid
-    rows, wy = _axis_interpolation(_axis_samples(start_h, bin_h, ph, gh), height)  # (R, PH, GH, 2)
-    cols, wx = _axis_interpolation(_axis_samples(start_w, bin_w, pw, gw), width)  # (R, PW, GW, 2)
+    rows, wy = axis_interpolation(_axis_samples(start_h, bin_h, ph, gh), height)  # (R, PH, GH, 2)
+    cols, wx = axis_interpolation(_axis_samples(start_w, bin_w, pw, gw), width)  # (R, PW, GW, 2)
     wy = wy / (gh * gw)  # bins average their samples
     used = (wx.sum(-1, keepdim=True) > 0).expand_as(cols)  # samples inside the map
     x_lo = torch.where(used, cols, width).flatten(1).amin(1)

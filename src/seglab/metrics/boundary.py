@@ -40,6 +40,13 @@ class TrimapAccuracy:
         self.total += other.total
         return self
 
+    def all_reduce(self) -> "TrimapAccuracy":
+        """Sum the counts over all torch.distributed ranks (no-op when not initialised); call once."""
+        from ..utils.distributed import all_reduce_sum
+
+        self.correct, self.total = all_reduce_sum(self.correct), all_reduce_sum(self.total)
+        return self
+
     def compute(self) -> dict:
         return {f"trimap_acc@{w}px": c / t if t else float("nan")
                 for w, c, t in zip(self.widths, self.correct.tolist(), self.total.tolist())}

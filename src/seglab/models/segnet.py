@@ -93,7 +93,7 @@ def load_vgg16_encoder(model: SegNet, path: str) -> None:
     SegNet encoder. VGG-16 has no BN, so the encoder's BN layers keep their initial values. The VGG
     conv biases are not used: every encoder conv is followed by BN, which subtracts any constant
     per-channel offset, so `ConvNormAct` has no conv bias."""
-    from ..hub import read_state_dict
+    from ..utils.state_dict import read_state_dict
 
     state = read_state_dict(path)
     convs = model.encoder_convs()

@@ -29,7 +29,7 @@ def instance_colors(n: int) -> list[tuple[int, int, int]]:
     return out
 
 
-def _as_rgb(image) -> np.ndarray:
+def as_rgb(image) -> np.ndarray:
     if isinstance(image, Image.Image):
         return np.asarray(image.convert("RGB")).copy()
     if isinstance(image, torch.Tensor):
@@ -56,7 +56,7 @@ def draw_instances(image, result: InstanceResult, class_names: Sequence[str] | N
     default font). `class_names[label]` names a class (the label index when not given)."""
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    rgb = _as_rgb(image).astype(np.float32)
+    rgb = as_rgb(image).astype(np.float32)
     h, w = rgb.shape[:2]
     masks = result.masks.detach().cpu().numpy().astype(bool) if isinstance(result.masks, torch.Tensor) \
         else np.asarray(result.masks, bool)

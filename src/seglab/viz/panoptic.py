@@ -23,7 +23,7 @@ from ..data.panoptic import VOID, to_category_ids, write_panoptic
 from ..errors import DataError, SeglabError
 from ..structures import PanopticResult
 from ..utils.io import save_image_atomic
-from .instances import _as_rgb
+from .instances import as_rgb
 
 Color = tuple[int, int, int]
 
@@ -101,7 +101,7 @@ def draw_panoptic(image, ids, segments_info: Sequence[dict], categories: Sequenc
     if not 0.0 <= alpha <= 1.0:
         raise SeglabError(f"alpha must be in [0, 1], got {alpha}")
     ids = _ids_array(ids)
-    rgb = np.zeros((*ids.shape, 3), np.uint8) if image is None else _as_rgb(image)
+    rgb = np.zeros((*ids.shape, 3), np.uint8) if image is None else as_rgb(image)
     if rgb.shape[:2] != ids.shape:
         raise SeglabError(f"ids are {ids.shape[1]}x{ids.shape[0]} but the image is {rgb.shape[1]}x{rgb.shape[0]}")
     colors = panoptic_colors(segments_info, categories, max_shift=max_shift)

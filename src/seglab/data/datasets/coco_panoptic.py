@@ -47,7 +47,7 @@ from ..panoptic import (
     segment_stats,
     stuff_then_things,
 )
-from ..transforms import IMAGENET_MEAN, IMAGENET_STD, _mean_std, normalize_image
+from ..transforms import IMAGENET_MEAN, IMAGENET_STD, mean_std, normalize_image
 from .folder import check_dir, check_synthetic_root
 
 collate_panoptic = collate_instances  # (list of images, list of targets)
@@ -57,7 +57,7 @@ class PanopticEvalTransform:
     """Normalisation only; the segment ids keep their size."""
 
     def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
-        self.mean, self.std = _mean_std(mean, std)
+        self.mean, self.std = mean_std(mean, std)
 
     def __call__(self, image: np.ndarray, ids: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         return normalize_image(image, self.mean, self.std), torch.as_tensor(np.asarray(ids, np.int64))

@@ -53,7 +53,7 @@ from ...layers import (
     remove_small_boxes,
     roi_align,
 )
-from ...layers.roi_align import _axis_interpolation
+from ...layers.roi_align import axis_interpolation
 from .sampling import BalancedPositiveNegativeSampler, Matcher
 
 __all__ = ["FastRCNNPredictor", "MaskFCFusion", "MaskRCNNHeads", "MaskRCNNPredictor", "RoIHeads", "TwoMLPHead",
@@ -83,7 +83,7 @@ def _bin_weights(start: torch.Tensor, end: torch.Tensor, size: int, pixels: int)
     samples = torch.arange(int(grid.max()), device=start.device)
     coords = (start[:, None, None] + torch.arange(size, device=start.device)[None, :, None] * bin_size[:, None, None]
               + (samples + 0.5)[None, None, :] * (bin_size / grid)[:, None, None])
-    index, weight = _axis_interpolation(coords, pixels)  # (K, size, samples, 2)
+    index, weight = axis_interpolation(coords, pixels)  # (K, size, samples, 2)
     weight = weight * (samples[None, None, :, None] < grid[:, None, None, None]) / grid[:, None, None, None]
     out = weight.new_zeros(start.shape[0], size, pixels)
     return out.scatter_add_(2, index.flatten(2), weight.flatten(2))
