@@ -190,3 +190,15 @@ def test_channels_last_inference_gives_the_same_detections():
     torch.testing.assert_close(got.scores, want.scores, rtol=0, atol=1e-4)
     assert torch.equal(got.labels, want.labels)
     assert (got.masks ^ want.masks).float().mean() < 1e-3
+
+
+def test_instance_predictor_keeps_the_layout_of_a_training_model():
+    """Validation during training hands the predictor a model in training mode: its weights stay NCHW (the
+    training run never switches memory format); a model handed over in eval mode is converted."""
+    from seglab.inference.instances import InstancePredictor
+
+    model = seglab.create_model("mask_rcnn_resnet18_fpn", num_classes=NUM_CLASSES, **TINY)
+    InstancePredictor(model.train())
+    assert not model.backbone.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    InstancePredictor(model.eval())
+    assert model.backbone.conv1.weight.is_contiguous(memory_format=torch.channels_last)
