@@ -10,9 +10,10 @@ Three variants of the same weights, timed in turns (`best_of_interleaved`: the m
 rounds, so that all see the same machine load):
 - `v0`: the forward as it was (`forward_v0` below, kept as the reference): NCHW weights, all 91 mask
   maps computed and one kept, the dense float (K, H, W) paste then thresholded;
-- `fp32`: `seglab.inference.instances.predict_instances`'s path: channels-last weights
-  (`inference_layout`), only each detection's class map, box-by-box thresholded paste;
-- `bf16`: the same under bf16 autocast (`predict_instances(..., bf16=True)`, `seglab predict --bf16`):
+- `fp32`: `seglab.inference.instances.InstancePredictor(model, precision="fp32").predict_tensor`, the path
+  of `seglab predict` / `seglab eval`: channels-last weights (`inference_layout`), only each detection's
+  class map, box-by-box thresholded paste, results as float32 on the CPU;
+- `bf16`: the same predictor at precision "bf16" (`--precision bf16`):
   convolutions and linear layers in bf16, anchors, boxes, scores and NMS in float32.
 For fp32 and bf16 the stages are also timed on their own, with the same inputs as inside the model:
 trunk + FPN, RPN, the box branch's RoIAlign over all proposals, the rest of the RoI heads (box head,
@@ -29,12 +30,13 @@ from __future__ import annotations
 
 import argparse
 import json
+from functools import partial
 
 import torch
 from speed import best_of_interleaved, cpu_name
 
 import seglab
-from seglab.inference.instances import inference_layout
+from seglab.inference.instances import InstancePredictor, float_result, inference_layout
 from seglab.layers import box_iou, paste_masks_in_image
 from seglab.structures import InstanceResult
 
@@ -109,14 +111,12 @@ def main() -> None:
     new.load_state_dict(old.state_dict())
     image = torch.randn(1, 3, *args.size)
 
-    def forward(bf16: bool):
-        def run():
-            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                return new(image)
-        return run
-    totals = best_of_interleaved({"v0": lambda: forward_v0(old, image), "fp32": forward(False),
-                                  "bf16": forward(True)}, args.runs)
-    results = {"v0": forward_v0(old, image)[0], "fp32": forward(False)()[0], "bf16": forward(True)()[0]}
+    predictors = {"fp32": InstancePredictor(new, precision="fp32"), "bf16": InstancePredictor(new, precision="bf16")}
+    totals = best_of_interleaved({"v0": lambda: forward_v0(old, image),
+                                  **{k: partial(p.predict_tensor, image[0]) for k, p in predictors.items()}},
+                                 args.runs)
+    results = {"v0": float_result(forward_v0(old, image)[0]),
+               **{k: p.predict_tensor(image[0]) for k, p in predictors.items()}}
     common = {"machine": cpu_name(), "threads": args.threads, "torch": torch.__version__, "size": list(args.size),
               "proposals": args.proposals, "detections": int(results["fp32"].boxes.shape[0])}
     for variant in ("fp32", "bf16"):
