@@ -32,13 +32,15 @@ def _history(run) -> list[dict]:
 
 def test_sigkill_at_random_points_then_resume_gives_the_uninterrupted_weights(tiny_synthetic, tmp_path):
     settings = [f"train.epochs={EPOCHS}", "data.batch_size=2", "train.val_interval=2"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")  # one thread for both runs: the same float reductions
     ref = tmp_path / "ref"
-    assert run_cli("train", write_config(tmp_path / "ref.yaml", tiny_synthetic, ref), *settings).status == 0
+    proc = subprocess.run(seglab_command("train", write_config(tmp_path / "ref.yaml", tiny_synthetic, ref), *settings),
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
 
     run = tmp_path / "run"
     cfg = write_config(tmp_path / "run.yaml", tiny_synthetic, run)
     rng = np.random.default_rng(19)
-    env = dict(os.environ, OMP_NUM_THREADS="1")
     kills = 0
     for attempt in range(8):
         resume = ["--resume"] if (run / "last.pt").exists() else []

@@ -41,6 +41,8 @@ NOT_EXPORTABLE = {
     "segnet_vgg16": "max-unpooling with the encoder's indices: F.max_unpool2d checks its output size with a "
                     "tensor condition the TorchScript exporter cannot trace; export it with --exporter dynamo "
                     "(pip install onnxscript) at a fixed size",
+    "deconvnet_vgg16": "max-unpooling with the pooling switches, as segnet_vgg16: export it with --exporter dynamo "
+                       "(pip install onnxscript) at a fixed size",
 }
 # Exportable only at a fixed size whose stride-8 feature map the pyramid bins (1, 2, 3, 6) divide, i.e.
 # height and width multiples of 48: ONNX has no adaptive pooling, so the exporter writes fixed windows.

@@ -43,8 +43,8 @@ class InstancePredictor(ModelPredictor):
     prediction or evaluation) takes its inference layout (`inference_layout`); a model in training mode
     (validation during training) keeps its layout, so training never changes memory format midway."""
 
-    def __init__(self, model: nn.Module, *, precision: str | None = None, bf16: bool = False):
-        super().__init__(model if model.training else inference_layout(model), precision=precision, bf16=bf16)
+    def __init__(self, model: nn.Module, **options):
+        super().__init__(model if model.training else inference_layout(model), **options)
 
     @torch.no_grad()
     def predict_tensor(self, x: torch.Tensor, *, image: np.ndarray | None = None) -> InstanceResult:
