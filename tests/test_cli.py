@@ -178,11 +178,15 @@ def test_corrupt_image_stops_predict_before_any_output(tmp_path, two_class_model
 
 
 def test_wrong_number_of_channels(tmp_path, two_class_model, capsys):
-    rgba = tmp_path / "rgba.png"
-    Image.fromarray(np.zeros((16, 16, 4), np.uint8), mode="RGBA").save(rgba)
-    assert main(["predict", "--checkpoint", str(two_class_model), str(rgba), "--out", str(tmp_path / "o")]) == 2
+    import seglab
+
+    rgb = tmp_path / "rgb.png"  # an RGB photo for an RGB-D (4-channel) model: nothing to convert it to
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(rgb)
+    rgbd = seglab.save_model(seglab.create_model("unet", num_classes=2, base_channels=4, in_channels=4),
+                             tmp_path / "rgbd.safetensors")
+    assert main(["predict", "--checkpoint", str(rgbd), str(rgb), "--out", str(tmp_path / "o")]) == 2
     err = _error_line(capsys)
-    assert "rgba.png" in err and "4" in err and "3" in err
+    assert "rgb.png" in err and "4" in err and "3" in err
 
 
 def test_missing_input_file(tmp_path, two_class_model, capsys):

@@ -82,3 +82,18 @@ def test_class_count_mismatch_and_missing_model_are_one_line_errors(tmp_path, ti
     assert main(["pack", str(tmp_path / "nope.safetensors"), "--out", str(tmp_path / "x.safetensors")]) == 2
     assert "nope.safetensors" in capsys.readouterr().err
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_pack_stores_a_prediction_size_and_keeps_the_training_size(trained_file, tmp_path, capsys):
+    _, src = trained_file
+    meta = hub.read_model_metadata(src)
+    hub.save_model(seglab.load_model(src), src, classes=meta["classes"], palette=meta["palette"],
+                   extra={"mean": meta["mean"], "std": meta["std"], "train_size": [48, 64]})
+    out = tmp_path / "p.safetensors"
+    assert main(["pack", str(src), "--out", str(out), "--tta", "flip"]) == 0
+    assert main(["pack", str(out), "--out", str(out), "--imgsz", "96"]) == 0  # settings given later add to the stored
+    packed = seglab.load_model(out)
+    assert packed.seglab_config["train_size"] == [48, 64]
+    assert packed.seglab_config["inference"] == {"tta": {"flip": True, "scales": [1.0]}, "imgsz": 96}
+    _, predictor, options = load_predictor(packed, device="cpu")
+    assert options.resize.short_side == 96 and predictor.flip

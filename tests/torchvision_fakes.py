@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "torchvision_keys"
+TIMM_FIXTURES = FIXTURES.parent / "timm_keys"  # timm layouts (xception65), see fixtures/imagenet_layouts.py
 
 
 def _repeat_block(base: dict, stage: str, blocks: int, drop: str | None = None) -> dict:
@@ -35,6 +36,8 @@ def keys(name: str) -> dict[str, list[int]]:
     if name.startswith("deeplabv3_resnet101"):  # resnet50's layout with 23 blocks in layer3
         return _repeat_block(keys(name.replace("resnet101", "resnet50")), "backbone.layer3.", 23,
                              drop=r"backbone\.layer3\.[2-5]\.")
+    if (TIMM_FIXTURES / f"{name}.json").is_file():
+        return json.loads((TIMM_FIXTURES / f"{name}.json").read_text())
     return json.loads((FIXTURES / f"{name}.json").read_text())
 
 

@@ -35,7 +35,7 @@ def run_demo(out: Path, *, epochs: int | None = None, progress: bool | None = No
         overrides.append(f"train.epochs={epochs}")
     cfg = config_from_dict(raw, overrides, source=str(DEMO_CONFIG))
     log(f"training {cfg.model.name} for {cfg.train.epochs} epochs ...")
-    result = train(cfg, progress=progress, log=log, device=device)
+    result = train(cfg, progress=progress, log=log, device=device, overwrite=True)  # the demo's own folder
 
     _, results, _ = evaluate_checkpoint(cfg, result.best_path, out_dir=out, device=device,
                                         progress=show_progress(progress), log=log)

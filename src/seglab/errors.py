@@ -2,7 +2,8 @@
 
 Anything a user can cause (a missing file, a bad config value, an unknown model name) raises
 `SeglabError` with one line that names the file, key or value and what was expected. The CLI prints
-that line and exits with status 2; a traceback is shown only with `--debug`.
+that line and exits with status 2; a traceback is shown only with `--debug`. Output files that cannot
+be written raise `OutputError` (see `seglab.utils.io`).
 """
 
 
@@ -16,3 +17,9 @@ class ConfigError(SeglabError):
 
 class DataError(SeglabError):
     """A data file is missing, unreadable or inconsistent (the message names the file)."""
+
+
+class OutputError(SeglabError, OSError):
+    """An output file could not be written (disk full, read-only folder, a path that is a file); the
+    message says what failed where and that the previous file is intact. Also an `OSError`, so code that
+    handles I/O errors keeps handling it."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors import safe_open
@@ -18,20 +19,27 @@ from torch import nn
 from .errors import SeglabError
 from .registry import get_entrypoint
 from .utils.io import atomic_path
-from .utils.state_dict import check_file, read_state_dict
+from .utils.model_file import check_tensor_table, meta_state_dict, parse_metadata, tensor_table
+from .utils.state_dict import check_file, check_state_dict, read_state_dict
+
+if TYPE_CHECKING:
+    from .finetune import WeightsReport
 
 PACKAGE_WEIGHTS = Path(__file__).parent / "weights"
 
 
 def create_model(name: str, *, num_classes: int, weights: str | None = None,
-                 backbone_weights: str | None = None, **kwargs) -> nn.Module:
+                 backbone_weights: str | None = None, reinit_heads: bool = False, **kwargs) -> nn.Module:
     """Build registered model `name`.
 
-    `weights`: a local file holding the whole model, either seglab's own safetensors or a torchvision
-    checkpoint of the same architecture (converted on the fly). `backbone_weights`: a local torchvision
-    ImageNet classifier checkpoint (resnet / vgg layout) for the backbone only.
+    `weights`: a local file holding the whole model (or the name of a shipped model, see
+    `seglab.list_pretrained()`), either seglab's own safetensors or a torchvision checkpoint of the same
+    architecture (converted on the fly). `reinit_heads=True` fine-tunes it to another class count: every
+    tensor whose name and shape match is kept, the classifier and auxiliary heads are freshly initialised
+    (named on `model.seglab_weights_report`). `backbone_weights`: a local ImageNet classifier checkpoint
+    for the backbone only (torchvision's resnet / vgg / mobilenet_v2 layout, timm's xception65).
     """
-    if not isinstance(num_classes, int) or num_classes < 1:
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
         raise SeglabError(f"num_classes must be a positive integer, got {num_classes!r}")
     entry = get_entrypoint(name)
     if backbone_weights is not None:
@@ -41,35 +49,50 @@ def create_model(name: str, *, num_classes: int, weights: str | None = None,
         model = entry(num_classes=num_classes, **kwargs)
     except TypeError as e:
         raise SeglabError(f"model {name!r}: {e}") from e
+    except (ValueError, RuntimeError, ZeroDivisionError, AssertionError, IndexError, KeyError) as e:
+        # an argument the entrypoint does not check itself (a float width, an unsupported stride)
+        shown = ", ".join(f"{k}={v!r}" for k, v in kwargs.items() if k != "backbone_weights")
+        first = (str(e).splitlines() or [""])[0][:160]
+        raise SeglabError(f"model {name!r} cannot be built with {shown or 'its defaults'} "
+                          f"({type(e).__name__}: {first})") from e
     kwargs.pop("backbone_weights", None)
     model.seglab_config = {"name": name, "num_classes": num_classes, "kwargs": kwargs}
     if weights is not None:
-        load_weights(model, weights)
+        model.seglab_weights_report = load_weights(model, weights, reinit_heads=reinit_heads)
     return model
 
 
-def load_weights(model: nn.Module, path) -> None:
-    """Load a whole-model file into `model` strictly, converting a torchvision layout when needed."""
+def load_weights(model: nn.Module, path, *, reinit_heads: bool = False) -> WeightsReport:
+    """Load a whole-model file (a path or a shipped model's name) into `model`, converting a torchvision
+    layout when needed. Strict, unless `reinit_heads`: then tensors that depend on the class count
+    (classifiers) and auxiliary heads missing from the file keep the model's fresh initialisation;
+    anything else that does not fit is still an error (see `seglab.finetune.match_state_dict`)."""
+    from .finetune import match_state_dict
+
+    path = resolve_model_file(path, what="weights")
     state = read_state_dict(path)
     own = model.state_dict()
-    if set(state) != set(own):
+    if set(state) != set(own) and not _is_seglab_file(path):
         from .convert.torchvision import convert_model_state_dict
 
         try:
-            state = convert_model_state_dict(model, state)
+            state = convert_model_state_dict(model, state, allow_missing=reinit_heads)
         except SeglabError as e:  # the converter does not know the file; name it here
             raise SeglabError(f"{path}: {e}") from None
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    if missing or unexpected:
-        raise SeglabError(f"{path}: weights do not match the model "
-                          f"(missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
-                          f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''})")
-    for k, v in state.items():
-        if own[k].shape != v.shape:
-            raise SeglabError(f"{path}: tensor {k!r} has shape {tuple(v.shape)}, the model expects "
-                              f"{tuple(own[k].shape)} (is num_classes right?)")
+    state, report = match_state_dict(model, state, path, reinit_heads=reinit_heads)
+    check_state_dict(state, own, path, "the model")  # dtypes too
     model.load_state_dict(state, strict=True)
+    return report
+
+
+def _is_seglab_file(path: Path) -> bool:
+    if path.suffix != ".safetensors":
+        return False
+    try:
+        read_model_metadata(path)
+    except SeglabError:
+        return False
+    return True
 
 
 def save_model(model: nn.Module, path, *, classes: list[str] | None = None,
@@ -91,19 +114,30 @@ def save_model(model: nn.Module, path, *, classes: list[str] | None = None,
     return path
 
 
-def read_model_metadata(path) -> dict:
+def read_model_metadata(path, *, required: bool = True) -> dict | None:
+    """The checked `seglab` metadata of a model file (`seglab.utils.model_file.check_metadata`); a file
+    without any is an error, or None when not `required`."""
     p = check_file(path, "model")
     try:
         with safe_open(str(p), framework="pt") as f:
             meta = (f.metadata() or {}).get("seglab")
-    except Exception as e:
-        raise SeglabError(f"{p}: not a readable safetensors model file ({e})") from e
+    except Exception as e:  # SafetensorError, OSError: corrupt, truncated or foreign
+        first = (str(e).splitlines() or [""])[0][:160] or "empty or truncated file"
+        raise SeglabError(f"{p}: not a readable safetensors model file ({type(e).__name__}: {first})") from None
     if meta is None:
+        if not required:
+            return None
         raise SeglabError(f"{p}: safetensors file has no seglab metadata (was it saved by seglab.save_model?)")
-    return json.loads(meta)
+    return parse_metadata(meta, p)
 
 
-def resolve_model_file(name_or_path) -> Path:
+def shipped_model_names() -> list[str]:
+    """Names of the models shipped inside the package: every `<arch>.<data>.safetensors` in seglab/weights."""
+    return sorted(f.name[:-len(".safetensors")] for f in PACKAGE_WEIGHTS.glob("*.safetensors")) \
+        if PACKAGE_WEIGHTS.is_dir() else []
+
+
+def resolve_model_file(name_or_path, *, what: str = "model") -> Path:
     """A path to an existing file, or the name of a model shipped inside the package (`<arch>.<data>`)."""
     p = Path(name_or_path)
     if p.is_file():
@@ -111,24 +145,41 @@ def resolve_model_file(name_or_path) -> Path:
     shipped = PACKAGE_WEIGHTS / f"{name_or_path}.safetensors"
     if shipped.is_file():
         return shipped
-    names = sorted(f.stem for f in PACKAGE_WEIGHTS.glob("*.safetensors")) if PACKAGE_WEIGHTS.is_dir() else []
-    raise SeglabError(f"model file not found: {name_or_path}"
-                      + (f" (shipped models: {', '.join(names)})" if names else ""))
+    names = shipped_model_names()
+    raise SeglabError(f"{what} file not found: {name_or_path}"
+                      + (f" (nor a shipped model: {', '.join(names)}; see seglab models --pretrained)"
+                         if names else ""))
 
 
 # Metadata a model file may record beside the architecture, carried onto `model.seglab_config`.
 CARRIED_METADATA = ("classes", "palette", "mean", "std", "inference", "category_ids", "categories",
-                    "label_space_classes", "label_space_palettes")
+                    "label_space_classes", "label_space_palettes", "train_size")
 
 
 def load_model(name_or_path, *, device: str | torch.device = "cpu") -> nn.Module:
     """Rebuild a model saved by `save_model` (a path, or a shipped name) in eval mode on `device`. Its
-    class names, palette, input normalisation (mean, std), stored inference settings and category ids,
-    when recorded, are on `model.seglab_config`."""
+    class names, palette, input normalisation (mean, std), stored inference settings, category ids and
+    training image size, when recorded, are on `model.seglab_config`."""
     p = resolve_model_file(name_or_path)
     meta = read_model_metadata(p)
-    model = create_model(meta["name"], num_classes=meta["num_classes"], **meta.get("kwargs", {}))
-    model.load_state_dict(load_file(str(p)), strict=True)  # float16 files are cast to float32 here
+
+    def build():
+        try:
+            return create_model(meta["name"], num_classes=meta["num_classes"], **meta.get("kwargs", {}))
+        except SeglabError as e:
+            raise SeglabError(f"{p}: {e}") from None
+        except Exception as e:  # stored kwargs of the wrong type or value
+            raise SeglabError(f"{p}: cannot build {meta['name']} with the stored settings "
+                              f"({type(e).__name__}: {(str(e).splitlines() or [''])[0][:160]})") from None
+
+    # Names, shapes and dtypes checked on the meta device first: a crafted file allocates nothing.
+    check_tensor_table(tensor_table(p), meta_state_dict(build), p, f"model {meta['name']!r}")
+    model = build()
+    try:
+        state = load_file(str(p))
+    except Exception as e:
+        raise SeglabError(f"{p}: cannot read the tensors ({type(e).__name__}: {str(e)[:160]})") from None
+    model.load_state_dict(state, strict=True)  # float16 files are cast to float32 here
     model.seglab_config.update({k: meta[k] for k in CARRIED_METADATA if meta.get(k)})
     return model.to(device).eval()
 
@@ -142,6 +193,10 @@ def pack_model(src, dst, *, half: bool = True, drop_aux: bool = True,
     with the model (e.g. `{"tta": {"flip": True, "scales": [1.0]}}`) that `seglab predict` applies by
     default. Class names, palette and normalisation are carried over."""
     src_meta = read_model_metadata(resolve_model_file(src))
+    if inference is not None:  # checked as a model file's settings are, before anything is written
+        from .utils.model_file import check_metadata
+
+        check_metadata({**src_meta, "inference": inference}, Path(dst))
     model = load_model(src)
     kwargs = dict(src_meta.get("kwargs", {}))
     if drop_aux and kwargs.get("aux_loss", True) is not False:
@@ -155,7 +210,7 @@ def pack_model(src, dst, *, half: bool = True, drop_aux: bool = True,
             model = lean
     skip = {"name", "num_classes", "kwargs", "classes", "palette", "inference"}
     extra = {k: v for k, v in src_meta.items() if k not in skip}
-    if inference or src_meta.get("inference"):
-        extra["inference"] = inference or src_meta["inference"]
+    if inference or src_meta.get("inference"):  # settings given now replace the stored ones, key by key
+        extra["inference"] = {**(src_meta.get("inference") or {}), **(inference or {})}
     return save_model(model, dst, classes=src_meta.get("classes"), palette=src_meta.get("palette"),
                       extra=extra, half=half)

@@ -21,6 +21,7 @@ class InstanceResult:
     scores: torch.Tensor
     labels: torch.Tensor
     masks: torch.Tensor
+    path: str | None = None  # the file it was predicted from, when there was one
 
 
 @dataclass
@@ -28,3 +29,4 @@ class PanopticResult:
     """A segment id per pixel (H, W) and one info dict per segment (id, category_id, isthing, area)."""
     segments: torch.Tensor
     segments_info: list[dict] = field(default_factory=list)
+    path: str | None = None  # the file it was predicted from, when there was one

@@ -147,3 +147,62 @@ def test_reading_leaves_no_open_files(tmp_path, save_png, rgb):
         read_image(img)
         read_label(lbl)
     assert len(os.listdir("/proc/self/fd")) <= before
+
+
+# --- read_photo: what prediction reads (any common photo, converted with a note) ---------------------
+
+def test_read_photo_applies_exif_orientation(tmp_path, rgb):
+    from PIL import Image
+
+    from seglab.data import read_photo
+
+    upright = rgb(6, 10)
+    stored = np.ascontiguousarray(np.rot90(upright, k=1))  # what a phone writes: pixels turned, a tag to undo it
+    img = Image.fromarray(stored)
+    exif = img.getexif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to view"
+    img.save(tmp_path / "phone.png", exif=exif)
+    array, note = read_photo(tmp_path / "phone.png")
+    assert note is None and array.shape == (6, 10, 3)
+    assert np.array_equal(array, upright)
+
+
+@pytest.mark.parametrize("mode, expect", [
+    ("RGBA", "RGBA image converted to RGB (alpha dropped)"), ("LA", "LA image converted to RGB (alpha dropped)"),
+    ("P", "palette image converted to RGB"), ("L", "grayscale image converted to RGB"),
+    ("I;16", "I;16 image scaled to 8 bits (value / 257), converted to RGB")])
+def test_read_photo_converts_modes_with_a_one_line_note(tmp_path, rgb, mode, expect):
+    from PIL import Image
+
+    from seglab.data import read_photo
+
+    base = rgb(5, 7)
+    if mode == "I;16":
+        img = Image.fromarray(base[:, :, 0].astype(np.uint16) * 257)
+    elif mode == "P":
+        img = Image.fromarray(base).convert("P")
+    else:
+        img = Image.fromarray(base).convert(mode)
+    path = tmp_path / f"x_{mode.replace(';', '')}.png"
+    img.save(path)
+    array, note = read_photo(path)
+    assert array.shape == (5, 7, 3) and array.dtype == np.uint8
+    assert note == f"{path}: {expect}"
+    if mode in ("RGBA",):
+        assert np.array_equal(array, base)
+    if mode in ("L", "LA", "I;16"):  # gray values kept (16-bit: v * 257 / 257), repeated to RGB
+        gray = np.asarray(Image.fromarray(base).convert("L")) if mode != "I;16" else base[:, :, 0]
+        assert np.array_equal(array[:, :, 0], gray) and np.array_equal(array[:, :, 2], gray)
+    gray, note = read_photo(path, in_channels=1)
+    assert gray.shape == (5, 7, 1) and (note is None) == (mode == "L")
+
+
+def test_read_photo_keeps_rgb_and_names_bad_files(tmp_path, save_png, rgb):
+    from seglab.data import read_photo
+
+    arr = rgb(4, 6)
+    array, note = read_photo(save_png(tmp_path / "x.png", arr))
+    assert note is None and np.array_equal(array, arr)
+    (tmp_path / "junk.jpg").write_bytes(b"nope")
+    with pytest.raises(DataError, match=r"junk\.jpg: cannot read image"):
+        read_photo(tmp_path / "junk.jpg")

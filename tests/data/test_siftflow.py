@@ -90,7 +90,7 @@ def test_bad_files_name_the_file(siftflow_root):
     with pytest.raises(DataError, match="street_par177.mat: file not found"):
         SIFTFlow(siftflow_root, split="train")
     _write_sample(siftflow_root, "forest_for114", 0, semantic=SEMANTIC + 1)  # 34: no such class
-    with pytest.raises(DataError, match=r"forest_for114.jpg: semantic label values \[33\]"):
+    with pytest.raises(DataError, match=r"forest_for114.mat \(labels of forest_for114.jpg\): semantic label values \[33\]"):
         SIFTFlow(siftflow_root, split="test")[0]
     scipy_io.savemat(siftflow_root / "SemanticLabels" / SIFTFLOW_SUBDIR / "forest_for114.mat", {"L": SEMANTIC})
     with pytest.raises(DataError, match="no field 'S'"):

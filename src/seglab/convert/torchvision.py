@@ -9,6 +9,10 @@ Backbones (`load_backbone_weights`): ImageNet classifiers.
   fc6/fc7 are smaller, e.g. DeepLab-LargeFOV's 1024-channel 3x3 fc6 (Chen et al., ICLR 2015, Sec. 4.1),
   they are subsampled as DeepLab did: every 4th channel and every 3rd tap (`w[::4, :, ::3, ::3]`).
 
+- mobilenetv2 (torchvision `mobilenet_v2`): seglab's trunk keeps torchvision's names (`features.0 ..
+  features.17`); the 1x1 conv to 1280 channels `features.18.*` and the classifier are dropped.
+- xception65: timm's layout (`seglab.convert.timm`).
+
 Whole models (`convert_model_state_dict`): torchvision segmentation checkpoints. seglab's FCN-ResNet
 (fcn_resnet50/101) and DeepLab v3 (deeplabv3_resnet50/101: `classifier.0.convs.*` /
 `classifier.0.project.*` ASPP, `classifier.1/2/4`, FCN `aux_classifier`) keep torchvision's layout, so
@@ -27,6 +31,7 @@ from torch import nn
 
 from ..errors import SeglabError
 from ..utils.state_dict import read_state_dict
+from . import timm
 
 # (regex on a torchvision key, replacement) applied in order to whole-model checkpoints; FCN and
 # DeepLab v3 need none (their module names are torchvision's). Mask R-CNN (maskrcnn_resnet50_fpn):
@@ -66,8 +71,12 @@ def _vgg16(state: dict, target: dict) -> dict:
     return out
 
 
+def _mobilenet_v2(state: dict, target: dict) -> dict:
+    return {k: v for k, v in state.items() if not k.startswith(("features.18.", "classifier."))}
+
+
 _BACKBONES = {"resnet18": _resnet, "resnet34": _resnet, "resnet50": _resnet, "resnet101": _resnet,
-              "vgg16": _vgg16}
+              "vgg16": _vgg16, "mobilenetv2": _mobilenet_v2, "xception65": timm.xception65}
 
 
 def map_backbone_state_dict(model: nn.Module, name: str, state: dict) -> dict:
@@ -94,16 +103,18 @@ def load_backbone_weights(model: nn.Module, name: str, path) -> None:
     state = map_backbone_state_dict(model, name, read_state_dict(path))
     problem = _mismatch(model.state_dict(), state)
     if problem:
-        raise SeglabError(f"{path}: torchvision {name} weights do not fit this backbone ({problem})")
+        source = "timm" if name == "xception65" else "torchvision"
+        raise SeglabError(f"{path}: {source} {name} ImageNet weights do not fit this backbone ({problem})")
     model.load_state_dict(state, strict=True)
 
 
-def convert_model_state_dict(model: nn.Module, state: dict) -> dict:
+def convert_model_state_dict(model: nn.Module, state: dict, *, allow_missing: bool = False) -> dict:
     """Map a torchvision whole-model checkpoint (fcn_resnet50/101, deeplabv3_resnet50/101, with or
     without aux; maskrcnn_resnet50_fpn into mask_rcnn_resnet50_fpn at num_classes=90) onto `model`.
 
     Returns the renamed state dict; the caller (`seglab.hub.load_weights`) checks shapes and loads it
-    strictly. Raises `SeglabError` when the checkpoint lacks tensors the model needs.
+    strictly. Raises `SeglabError` when the checkpoint lacks tensors the model needs, unless
+    `allow_missing` (fine-tuning: the caller decides which missing tensors may stay initialised).
     """
     out = {}
     for key, v in state.items():
@@ -118,7 +129,7 @@ def convert_model_state_dict(model: nn.Module, state: dict) -> dict:
         if k.endswith(".num_batches_tracked") and k not in out and k[:-20] + ".running_mean" in out:
             out[k] = torch.zeros_like(own[k], device="cpu")
     missing = [k for k in own if k not in out]
-    if missing:
+    if missing and not allow_missing:
         hint = ""
         if all(k.startswith(_OPTIONAL_PREFIXES) for k in missing):
             hint = " (the checkpoint has no auxiliary head: build the model with aux_loss=False)"

@@ -3,7 +3,7 @@ class statistics and a generated synthetic stuff-and-things set (see each module
 from .datasets import (ADE20K, DATASETS, CamVid, Cityscapes, SegmentationDataset, SegmentationFolder,
                        SyntheticSegmentation, VOCSegmentation, build_dataset)
 from .hha import NYU_KINECT_INTRINSICS, depth_to_hha
-from .io import read_image, read_label
+from .io import read_image, read_label, read_photo
 from .nyudv2 import NYUDV2_CLASSES, NYUDv2, modality_mean_std, write_hha
 from .palettes import (ADE20K_CLASSES, ADE20K_PALETTE, CAMVID_CLASSES, CAMVID_PALETTE, CITYSCAPES_CLASSES,
                        CITYSCAPES_ID_TO_TRAIN_ID, CITYSCAPES_PALETTE, VOC_CLASSES, VOC_PALETTE,
@@ -28,7 +28,7 @@ from .instances import (InstanceDataset, InstanceEvalTransform, InstanceTrainTra
 IGNORE_INDEX = 255
 
 __all__ = [
-    "read_image", "read_label", "SegmentationDataset", "SegmentationFolder", "CamVid", "VOCSegmentation",
+    "read_image", "read_label", "read_photo", "SegmentationDataset", "SegmentationFolder", "CamVid", "VOCSegmentation",
     "Cityscapes", "ADE20K", "SyntheticSegmentation", "build_dataset", "DATASETS", "generate_synthetic",
     "SYNTHETIC_CLASSES", "SYNTHETIC_PALETTE", "SYNTHETIC_THING_IDS", "SYNTHETIC_THING_CLASSES",
     "SYNTHETIC_STUFF_IDS", "TrainTransform", "EvalTransform", "normalize_image", "IMAGENET_MEAN",

@@ -68,7 +68,10 @@ def mask_to_counts(mask: np.ndarray) -> list[int]:
 
 def counts_to_mask(counts: Sequence[int], height: int, width: int) -> np.ndarray:
     """The (H, W) bool mask of column-major run lengths (zeros first)."""
-    counts = np.asarray(counts, dtype=np.int64)
+    try:
+        counts = np.asarray(counts, dtype=np.int64)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError("RLE counts must be a flat list of non-negative run lengths") from None
     if counts.ndim != 1 or (counts < 0).any():
         raise ValueError("RLE counts must be a flat list of non-negative run lengths")
     if int(counts.sum()) != height * width:
@@ -167,10 +170,16 @@ def check_polygons(polygons: Any) -> list[np.ndarray]:
         raise ValueError("empty polygon list")
     parts = []
     for poly in polygons:
-        xy = np.asarray(poly, dtype=np.float64)
+        if not isinstance(poly, (list, tuple)):
+            raise ValueError("segmentation must be a list of polygons [[x0, y0, x1, y1, ...], ...] (or an RLE "
+                             f"dict), got a list holding {type(poly).__name__} {str(poly)[:40]}")
+        try:
+            xy = np.asarray(poly, dtype=np.float64)
+        except (TypeError, ValueError):
+            xy = np.full(1, np.nan)
         if xy.ndim != 1 or xy.size % 2 or not np.isfinite(xy).all():
             raise ValueError(f"a polygon must be a flat list [x0, y0, x1, y1, ...] of finite numbers, "
-                             f"got {len(xy)} values")
+                             f"got {str(poly)[:60]}")
         if xy.size < 6:
             raise ValueError(f"empty polygon: {xy.size // 2} point(s), expected at least 3")
         parts.append(xy)
@@ -196,8 +205,9 @@ def rle_size(rle: Any) -> tuple[int, int]:
     if not isinstance(rle, dict) or "counts" not in rle or "size" not in rle:
         raise ValueError("an RLE must be a dict with 'size' [h, w] and 'counts'")
     size = rle["size"]
-    if not isinstance(size, (list, tuple)) or len(size) != 2 or min(int(v) for v in size) < 0:
-        raise ValueError(f"RLE 'size' must be [height, width], got {size!r}")
+    if not isinstance(size, (list, tuple)) or len(size) != 2 or \
+            not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in size):
+        raise ValueError(f"RLE 'size' must be [height, width], got {str(size)[:60]}")
     return int(size[0]), int(size[1])
 
 

@@ -38,7 +38,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from ..errors import DataError, SeglabError
-from ..utils.io import write_text_atomic
+from ..utils.io import read_text_file, write_text_atomic
 from .datasets.folder import IGNORE_INDEX, IMAGE_EXTENSIONS, resolve
 from .io import read_image
 from .palettes import default_palette
@@ -88,7 +88,7 @@ def read_image_labels(labels_file: str | os.PathLike, classes: Sequence[str], *,
     image_dir = Path(image_dir) if image_dir is not None else labels_file.parent
     entries: list[tuple[Path, list[int]]] = []
     seen: dict[Path, int] = {}
-    for n, line in enumerate(labels_file.read_text().splitlines(), 1):
+    for n, line in enumerate(read_text_file(labels_file, "class-list file").splitlines(), 1):
         tokens = line.split("#", 1)[0].split()
         if not tokens:
             continue

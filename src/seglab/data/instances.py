@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from ..errors import DataError, SeglabError
@@ -60,14 +59,10 @@ def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
 
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
     """An H x W x 3 uint8 RGB array; grayscale and palette images are converted (COCO has both)."""
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"{p}: file not found")
-    try:
-        with Image.open(p) as img:
-            return np.array(img.convert("RGB"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise DataError(f"{p}: cannot read image ({type(e).__name__}: {e})") from e
+    from .io import open_image
+
+    with open_image(path, "image") as img:
+        return np.array(img.convert("RGB"), dtype=np.uint8)
 
 
 class InstanceDataset(Dataset):

@@ -27,12 +27,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from ..errors import DataError, SeglabError
 from .datasets.folder import IGNORE_INDEX, SegmentationDataset, check_dir
 from .hha import NYU_KINECT_INTRINSICS, check_intrinsics, depth_to_hha
-from .io import image_size, read_image, read_label
+from ..utils.io import make_folder, read_text_file, save_image_atomic
+from .io import image_size, open_image, read_image, read_label
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform
 
 NYUDV2_CLASSES = [
@@ -73,12 +74,8 @@ def read_depth(path: str | os.PathLike) -> np.ndarray:
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{p}: depth file not found")
-    try:
-        with Image.open(p) as img:
-            img.load()
-            mode, arr = img.mode, np.asarray(img)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise DataError(f"{p}: cannot read depth ({type(e).__name__}: {e})") from e
+    with open_image(p, "depth") as img:
+        mode, arr = img.mode, np.asarray(img)
     if mode not in ("I;16", "I;16B", "I;16L", "I"):
         raise DataError(f"{p}: depth image has mode {mode}, expected a 16-bit single-channel PNG in millimetres")
     if arr.min() < 0:
@@ -105,7 +102,7 @@ def read_ids(root: Path, split: str) -> list[str]:
     list_file = root / f"{split}.txt"
     if not list_file.is_file():
         raise DataError(f"{list_file}: list file not found (one sample id per line)")
-    ids = [ln.split("#", 1)[0].strip() for ln in list_file.read_text().splitlines()]
+    ids = [ln.split("#", 1)[0].strip() for ln in read_text_file(list_file, "list file").splitlines()]
     ids = [i for i in ids if i]
     if not ids:
         raise DataError(f"{list_file}: list file is empty (expected one sample id per line)")
@@ -174,13 +171,14 @@ def write_hha(root: str | os.PathLike, *, intrinsics: Sequence[float] = NYU_KINE
     written. Existing HHA files are kept unless `overwrite`."""
     root = check_dir(Path(root), "NYUDv2 root")
     depth_dir, hha_dir = check_dir(root / "depth", "depth folder"), root / "hha"
-    hha_dir.mkdir(exist_ok=True)
+    make_folder(hha_dir, "HHA folder")
     written = 0
     for path in sorted(depth_dir.glob("*.png")):
         out = hha_dir / path.name
         if out.exists() and not overwrite:
             continue
-        Image.fromarray(depth_to_hha(read_depth(path), intrinsics)).save(out)
+        # atomically: an interrupted run never leaves a truncated HHA image that a later one would keep
+        save_image_atomic(out, Image.fromarray(depth_to_hha(read_depth(path), intrinsics)))
         written += 1
     return written
 

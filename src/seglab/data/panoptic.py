@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from ..errors import DataError, SeglabError
 from ..utils.io import read_json, save_image_atomic, write_text_atomic
@@ -65,16 +65,15 @@ def id2rgb(ids) -> np.ndarray:
 def read_panoptic_png(path: str | os.PathLike) -> np.ndarray:
     """The (H, W) int64 segment ids of a panoptic PNG (RGB; RGBA's alpha and palette PNGs' indices are
     read through their RGB colours)."""
+    from .io import open_image
+
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{p}: panoptic PNG not found")
-    try:
-        with Image.open(p) as img:
-            if img.mode not in ("RGB", "RGBA", "P"):
-                raise DataError(f"{p}: panoptic PNG has mode {img.mode}, expected RGB (id = R + 256 G + 256^2 B)")
-            rgb = np.asarray(img.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise DataError(f"{p}: cannot read panoptic PNG ({type(e).__name__}: {e})") from e
+    with open_image(p, "panoptic PNG") as img:
+        if img.mode not in ("RGB", "RGBA", "P"):
+            raise DataError(f"{p}: panoptic PNG has mode {img.mode}, expected RGB (id = R + 256 G + 256^2 B)")
+        rgb = np.asarray(img.convert("RGB"))
     return rgb2id(rgb)
 
 
@@ -131,24 +130,41 @@ def check_segments(ids, segments_info: Segments, where: str,
     return areas
 
 
-def load_panoptic_json(path: str | os.PathLike) -> dict:
-    """A COCO panoptic JSON, checked: `annotations` (image_id, file_name, segments_info records with id
-    and category_id) and `categories` (id, isthing); errors name the file and the annotation."""
+def load_panoptic_json(path: str | os.PathLike, *, categories: bool = True) -> dict:
+    """A COCO panoptic JSON, checked: `annotations` (image_id, file_name, segments_info records with integer
+    id and category_id, iscrowd 0 / 1) and, when `categories` (ground truth; a prediction file may leave them
+    out, the evaluation reads the ground truth's), `categories` (integer id, isthing 0 / 1, name, colour).
+    Errors name the file and the annotation."""
+    from .datasets.coco import check_categories
+
     path = Path(path)
     data = read_json(path, "panoptic JSON")
     if not isinstance(data, dict) or not isinstance(data.get("annotations"), list) \
-            or not isinstance(data.get("categories"), list):
-        raise DataError(f"{path}: expected a COCO panoptic JSON with 'annotations' and 'categories'")
-    for c in data["categories"]:
-        if not isinstance(c, dict) or "id" not in c or "isthing" not in c:
-            raise DataError(f"{path}: category {c!r} needs 'id' and 'isthing'")
+            or not isinstance(data.get("categories", [] if not categories else None), list):
+        need = "'annotations' and 'categories'" if categories else "'annotations'"
+        raise DataError(f"{path}: expected a COCO panoptic JSON with {need} (lists)")
+    if categories:
+        check_categories(data["categories"], path, panoptic=True)
+    if not isinstance(data.get("images", []), list) or not all(isinstance(im, dict) for im in data.get("images", [])):
+        raise DataError(f"{path}: 'images' must be a list of objects")
     for ann in data["annotations"]:
         if not isinstance(ann, dict) or not {"image_id", "file_name", "segments_info"} <= set(ann):
-            raise DataError(f"{path}: annotation {str(ann)[:80]} needs image_id, file_name and segments_info")
-        for s in ann["segments_info"]:
-            if not isinstance(s, dict) or "id" not in s or "category_id" not in s:
-                raise DataError(f"{path}: image {ann['image_id']}: segment {s!r} needs 'id' and 'category_id'")
+            raise DataError(f"{path}: annotation {json.dumps(ann)[:80]} needs image_id, file_name and segments_info")
+        where = f"{path}: image {json.dumps(ann['image_id'])[:40]}"
+        if not isinstance(ann["file_name"], str) or not isinstance(ann["segments_info"], list) \
+                or isinstance(ann["image_id"], (dict, list)):
+            raise DataError(f"{where}: file_name must be a string, segments_info a list and image_id a number "
+                            f"or a string")
+        for seg in ann["segments_info"]:
+            if not isinstance(seg, dict) or not _is_int(seg.get("id")) or not _is_int(seg.get("category_id")) \
+                    or seg.get("iscrowd", 0) not in (0, 1) or not 0 <= seg["id"] < OFFSET:
+                raise DataError(f"{where}: segment {json.dumps(seg)[:80]} needs an integer 'id' in [0, 256^3), an "
+                                f"integer 'category_id' and iscrowd 0 or 1")
     return data
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def save_panoptic_json(path: str | os.PathLike, data: dict) -> None:

@@ -45,6 +45,7 @@ from .datasets.folder import (
     check_synthetic_root,
     read_list_file,
 )
+from ..utils.io import read_text_file
 from .io import read_image, read_label
 from .palettes import default_palette
 from .synthetic import SYNTHETIC_CLASSES, SYNTHETIC_PALETTE, SYNTHETIC_THING_IDS
@@ -142,22 +143,28 @@ class JointLabelDataset(Dataset):
         """{space: int64 H x W map with class indices or 255}, checked by `_check_labels`."""
         raise NotImplementedError
 
-    def _check_labels(self, labels: dict[str, np.ndarray], shape: tuple[int, int], path: Path) -> None:
+    def label_path(self, i: int, space: str) -> Path | None:
+        """The file holding sample i's labels of `space` (named in errors), when there is one."""
+        return None
+
+    def _check_labels(self, labels: dict[str, np.ndarray], shape: tuple[int, int], path: Path, i: int = -1) -> None:
         for name, k in self.num_classes_per_space.items():
             m = labels[name]
-            if m.shape != tuple(shape):
-                raise DataError(f"{path}: {name} labels are {m.shape[1]}x{m.shape[0]}, the image is "
+            where = self.label_path(i, name) if i >= 0 else None
+            where = f"{where} (labels of {path.name})" if where is not None else str(path)
+            if m.ndim != 2 or m.shape != tuple(shape):
+                raise DataError(f"{where}: {name} labels are {'x'.join(map(str, m.shape[::-1]))}, the image is "
                                 f"{shape[1]}x{shape[0]}")
             bad = ((m < 0) | (m >= k)) & (m != IGNORE_INDEX)
             if bad.any():
-                raise DataError(f"{path}: {name} label values {np.unique(m[bad])[:10].tolist()} are outside "
+                raise DataError(f"{where}: {name} label values {np.unique(m[bad])[:10].tolist()} are outside "
                                 f"[0, {k}) and not the ignore index {IGNORE_INDEX}")
 
     def read_raw(self, i: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """(uint8 H x W x 3 image, {space: int64 label map}), untransformed."""
         image = read_image(self.images[i], 3)
         labels = self.read_labels(i)
-        self._check_labels(labels, image.shape[:2], self.images[i])
+        self._check_labels(labels, image.shape[:2], self.images[i], i)
         return image, labels
 
     def read_mask(self, i: int) -> np.ndarray:
@@ -190,12 +197,15 @@ def _read_mat_labels(path: Path) -> np.ndarray:
         raise DataError(f"{path}: cannot read MATLAB file ({type(e).__name__}: {e})") from e
     if "S" not in mat:
         raise DataError(f"{path}: no field 'S' (found {sorted(k for k in mat if not k.startswith('__'))})")
-    return np.asarray(mat["S"]).astype(np.int64)
+    labels = np.asarray(mat["S"])
+    if labels.dtype.kind not in "iuf" or labels.ndim != 2:
+        raise DataError(f"{path}: field 'S' must be a 2-D array of label numbers, got {labels.dtype} {labels.shape}")
+    return labels.astype(np.int64)
 
 
 def _split_names(list_file: Path) -> list[str]:
     names = []
-    for line in list_file.read_text().splitlines():
+    for line in read_text_file(list_file, "split file").splitlines():
         line = line.split("#", 1)[0].strip()
         if line:
             names.append(Path(line.replace("\\", "/")).stem)
@@ -235,6 +245,9 @@ class SIFTFlow(JointLabelDataset):
                          palettes={s: _SIFTFLOW_SPACES[s][2] for s in label_spaces if _SIFTFLOW_SPACES[s][2]},
                          transform=transform, source=list_file)
         self.root, self.split = root, split
+
+    def label_path(self, i: int, space: str) -> Path:
+        return self.label_dirs[space] / f"{self.names[i]}.mat"
 
     def read_labels(self, i: int) -> dict[str, np.ndarray]:
         labels = {}

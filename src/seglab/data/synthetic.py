@@ -193,13 +193,13 @@ def _write_sample(root: Path, split: str, index: int, seed: int, h: int, w: int)
     rng = np.random.default_rng([seed, _SPLIT_CODES[split], index])
     s = render_sample(rng, h, w)
     name = f"{split}_{index:05d}.png"
-    save_image_atomic(root / "images" / name, Image.fromarray(s["image"], "RGB"))
+    save_image_atomic(root / "images" / name, Image.fromarray(s["image"], "RGB"), durable=False)
     lbl = Image.fromarray(s["label"], "P")
     lbl.putpalette(palette_array(SYNTHETIC_PALETTE).ravel().tolist())
-    save_image_atomic(root / "labels" / name, lbl)
-    save_image_atomic(root / "instances" / name, Image.fromarray(s["instances"].astype(np.uint16)))
+    save_image_atomic(root / "labels" / name, lbl, durable=False)
+    save_image_atomic(root / "instances" / name, Image.fromarray(s["instances"].astype(np.uint16)), durable=False)
     seg, infos = panoptic_segments(s["label"], s["instances"])
-    save_image_atomic(root / "panoptic" / name, Image.fromarray(encode_panoptic(seg), "RGB"))
+    save_image_atomic(root / "panoptic" / name, Image.fromarray(encode_panoptic(seg), "RGB"), durable=False)
     return {"image": {"id": index, "file_name": f"images/{name}", "height": h, "width": w},
             "annotation": {"image_id": index, "file_name": f"panoptic/{name}", "segments_info": infos}}
 
@@ -230,13 +230,17 @@ def generate_synthetic(root: str | os.PathLike, *, num_train: int = 160, num_val
     cats = synthetic_categories()
     for split, items in by_split.items():
         names = [it["image"]["file_name"].split("/")[-1] for it in items]
-        write_text_atomic(root / f"{split}.txt", "".join(f"images/{n} labels/{n}\n" for n in names))
+        write_text_atomic(root / f"{split}.txt", "".join(f"images/{n} labels/{n}\n" for n in names), durable=False)
         coco = {"images": [it["image"] for it in items], "annotations": [it["annotation"] for it in items],
                 "categories": cats}
-        write_text_atomic(root / f"panoptic_{split}.json", json.dumps(coco) + "\n")
+        write_text_atomic(root / f"panoptic_{split}.json", json.dumps(coco) + "\n", durable=False)
     meta = {"format": "seglab-synthetic-v1", "classes": SYNTHETIC_CLASSES,
             "palette": [list(c) for c in SYNTHETIC_PALETTE], "thing_ids": list(SYNTHETIC_THING_IDS),
             "stuff_ids": list(SYNTHETIC_STUFF_IDS), "num_train": num_train, "num_val": num_val,
             "size": [h, w], "seed": seed, "segment_id": "(category_id + 1) * 1000 + instance_id"}
+    # The files above skip one fsync each (hundreds of them); one sync makes them durable before meta.json,
+    # the mark of a complete set, is written (itself durably).
+    if hasattr(os, "sync"):
+        os.sync()
     write_text_atomic(root / "meta.json", json.dumps(meta, indent=2) + "\n")
     return root

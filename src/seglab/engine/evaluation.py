@@ -22,7 +22,8 @@ from torch import nn
 from tqdm import tqdm
 
 from ..config import Config
-from ..errors import SeglabError
+from ..errors import OutputError, SeglabError
+from ..utils.io import make_folder
 from .runtime import Runtime
 
 
@@ -49,29 +50,34 @@ def run_evaluation(task, predictor, dataset, evaluator, runtime: Runtime | None 
 
 
 def evaluate_model(task, model: nn.Module, dataset, eval_config, runtime: Runtime, *,
-                   progress: bool = False) -> tuple[dict, dict]:
-    """Validation during training: predicts as `seglab eval` does with this config (sliding window and
-    TTA from `eval:`, the run's precision; no CRF); returns (summary values, full results)."""
-    predictor = task.build_predictor(model, validation_options(eval_config, runtime.precision))
+                   progress: bool = False, model_config: dict | None = None) -> tuple[dict, dict]:
+    """Validation during training: predicts as `seglab eval` does with this config (input size from
+    `model_config`'s `train_size`, the metadata best.safetensors gets; sliding window and TTA from `eval:`;
+    the run's precision; no CRF); returns (summary values, full results)."""
+    predictor = task.build_predictor(model, validation_options(eval_config, runtime.precision, model_config))
     evaluator = task.build_evaluator(dataset)
     results = run_evaluation(task, predictor, dataset, evaluator, runtime, progress=progress)
     return evaluator.summary(results), results
 
 
-def validation_options(eval_config, precision: str = "fp32"):
-    """The inference options of validation during training: the config's `eval:` without the CRF."""
+def validation_options(eval_config, precision: str = "fp32", model_config: dict | None = None):
+    """The inference options of validation during training: the training images' size (`train_size` of
+    `model_config`), then the config's `eval:` without the CRF."""
     from ..inference.options import resolve_options
 
-    return resolve_options(eval_config=eval_config, precision=precision).with_(crf=None)
+    train_size = (model_config or {}).get("train_size")
+    return resolve_options(model_config={"train_size": train_size} if train_size else None, eval_config=eval_config,
+                           precision=precision).with_(crf=None)
 
 
 def load_for_evaluation(cfg: Config, checkpoint: str | Path, *, device: str | torch.device = "cpu"):
     """(model in eval mode on `device`, the config's validation set, the task) for a checkpoint: a seglab
-    model file (e.g. best.safetensors, or the name of a shipped model), a training state (last.pt) or a
-    torchvision checkpoint of the config's architecture."""
+    model file (e.g. best.safetensors, or the name of a shipped model), an exported .onnx file (run by
+    onnxruntime), a training state (last.pt) or a torchvision checkpoint of the config's architecture."""
     from ..hub import load_model, load_weights, read_model_metadata, resolve_model_file
     from ..registry import model_task
     from ..tasks import task_for_model
+    from ..utils.state_dict import check_state_dict
     from .checkpoint import load_checkpoint
 
     task = task_for_model(cfg.model.name)
@@ -81,7 +87,14 @@ def load_for_evaluation(cfg: Config, checkpoint: str | Path, *, device: str | to
     except SeglabError:
         raise SeglabError(f"checkpoint not found: {checkpoint}") from None
     _, val_ds = task.build_datasets(cfg, train=False)
-    meta = _seglab_metadata(ckpt, read_model_metadata)
+    if ckpt.suffix.lower() == ".onnx":  # an exported file carries its metadata like a model file does
+        from ..inference.load import load_any_model
+
+        model = load_any_model(ckpt, device=device)
+        meta = model.seglab_config
+    else:
+        meta = read_model_metadata(ckpt, required=False) if ckpt.suffix == ".safetensors" else None
+        model = None
     if meta is not None:  # a seglab model file describes its own architecture (maybe packed without aux heads)
         if model_task(meta["name"]) != task.name:
             raise SeglabError(f"{ckpt}: holds a {model_task(meta['name'])} model ({meta['name']}) but the config's "
@@ -89,13 +102,15 @@ def load_for_evaluation(cfg: Config, checkpoint: str | Path, *, device: str | to
         if meta["num_classes"] != val_ds.num_classes:
             raise SeglabError(f"{ckpt}: the model predicts {meta['num_classes']} classes, the config's data set "
                               f"has {val_ds.num_classes}")
-        model = load_model(ckpt, device=device)
+        model = model if model is not None else load_model(ckpt, device=device)
     else:  # the checkpoint replaces whatever initial weights the config names
         no_init = cfg.model_copy(update={"model": cfg.model.model_copy(update={"weights": None,
                                                                               "backbone_weights": None})})
         model = task.build_model(no_init, val_ds)
         if ckpt.suffix == ".pt":  # a training state (last.pt)
-            model.load_state_dict(load_checkpoint(ckpt)["model"])
+            state = load_checkpoint(ckpt)["model"]
+            check_state_dict(state, model.state_dict(), ckpt, f"model {cfg.model.name!r} of the config")
+            model.load_state_dict(state)
         else:
             load_weights(model, ckpt)
         model.seglab_config.update(task.model_metadata(cfg, val_ds))
@@ -103,36 +118,42 @@ def load_for_evaluation(cfg: Config, checkpoint: str | Path, *, device: str | to
     return model.eval(), val_ds, task
 
 
-def _seglab_metadata(path: Path, read) -> dict | None:
-    if path.suffix != ".safetensors":
-        return None
-    try:
-        return read(path)
-    except SeglabError:
-        return None
-
-
 def evaluate_and_report(model: nn.Module, dataset, out_dir: str | Path, *, task=None, options=None,
                         runtime: Runtime | None = None, progress: bool = False,
                         log: Callable[[str], None] = print) -> tuple[dict, dict, list[str]]:
     """`model` on every image of `dataset` with everything `seglab eval` reports: the task's tables
     printed and its files in `out_dir` (written by rank 0). `task` defaults to the model's;
-    `options` (`PredictOptions`) to the model file's stored settings. Returns (summary values, full
-    results, lines naming the files written)."""
+    `options` (`PredictOptions`) to the model file's training size and stored settings; with its
+    `backend` "auto" (the default), the fast path `seglab predict` takes (`seglab.inference.load.fast_path`:
+    the same labels). Returns (summary values, full results, lines naming the files written)."""
+    from ..inference.load import fast_path
     from ..inference.options import resolve_options
     from ..tasks import task_for_model
 
     task = task or task_for_model(model.seglab_config["name"])
-    options = options or resolve_options(stored=getattr(model, "seglab_config", {}).get("inference"))
-    runtime = runtime or Runtime(device=next(model.parameters()).device)
+    options = options or resolve_options(model_config=getattr(model, "seglab_config", {}))
+    runtime = runtime or Runtime(device=next(model.parameters(), torch.empty(0)).device)
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():  # before the work, not after it
+        raise OutputError(f"cannot write the evaluation into {out}: it is a file, not a folder")
     evaluator = task.build_evaluator(dataset, out_dir=out, detailed=True)
-    results = run_evaluation(task, task.build_predictor(model, options), dataset, evaluator, runtime,
-                             progress=progress)
-    written = []
-    if runtime.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        written = evaluator.report(results, out, log)
+    discard = getattr(evaluator, "discard", None)  # files an evaluator writes while it runs (panoptic PNGs)
+    if discard is not None and runtime.is_main:
+        discard()  # what a killed run left
+    runtime.barrier()
+    try:
+        predictor = task.build_predictor(model, options)
+        if options.backend == "auto":
+            fast_path(predictor)
+        results = run_evaluation(task, predictor, dataset, evaluator, runtime, progress=progress)
+        written = []
+        if runtime.is_main:
+            make_folder(out, "evaluation folder")
+            written = evaluator.report(results, out, log)
+    except BaseException:
+        if discard is not None:  # no partial output
+            discard()
+        raise
     return evaluator.summary(results), results, written
 
 
@@ -141,15 +162,16 @@ def evaluate_checkpoint(cfg: Config, checkpoint: str | Path, *, out_dir: str | P
                         **options) -> tuple[dict, dict, list[str]]:
     """`seglab eval`: the checkpoint on the config's validation split; rank 0 prints the tables and writes
     the files into `out_dir` (default: `<checkpoint folder>/eval`). Inference options: the model file's
-    stored settings, then the config's `eval:`, then `options` (`slide`, `tta`, `crf` as on the command
-    line, `precision`; see `seglab.inference.options.resolve_options`). Returns (summary, results, the
+    training size and stored settings, then the config's `eval:`, then `options` (`imgsz`, `scale`,
+    `slide`, `tta`, `crf` as on the command line, `precision`, `backend`; see
+    `seglab.inference.options.resolve_options`). Returns (summary, results, the
     lines naming what was written). Runs sharded under torchrun."""
     from ..inference.options import resolve_options
 
     precision = options.get("precision") or ("bf16" if options.get("bf16") else None)
     runtime = Runtime.create(device or cfg.train.device, precision or "fp32")
     model, val_ds, task = load_for_evaluation(cfg, checkpoint, device=runtime.device)
-    resolved = resolve_options(stored=model.seglab_config.get("inference"), eval_config=cfg.eval, **options)
+    resolved = resolve_options(model_config=model.seglab_config, eval_config=cfg.eval, **options)
     out = Path(out_dir) if out_dir else Path(checkpoint).parent / "eval"
     return evaluate_and_report(model, val_ds, out, task=task, options=resolved, runtime=runtime,
                                progress=progress, log=log)

@@ -33,9 +33,10 @@ from tqdm import tqdm
 
 from ..config import Config, dump_config
 from ..errors import SeglabError
-from ..utils.io import write_text_atomic
+from ..finetune import freeze_modules, trunk_parameters
 from ..tasks.base import check_batch_size
-from .checkpoint import check_resume, load_checkpoint, save_checkpoint
+from ..utils.io import make_folder, write_text_atomic
+from .checkpoint import check_resume, load_checkpoint, restore_training_state, save_checkpoint
 from .clock import TrainingClock
 from .evaluation import evaluate_model
 from .runtime import Runtime
@@ -90,9 +91,12 @@ def loader_workers(setting: int | str, runtime: Runtime) -> int:
 
 
 def train(cfg: Config, *, resume: bool = False, progress: bool | None = None, log: Callable[[str], None] = print,
-          device: str | None = None, on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
+          device: str | None = None, on_epoch: Callable[[dict], None] | None = None,
+          overwrite: bool = False) -> TrainResult:
     """Train the model the config describes with its task's data, loss and validation (module docstring).
-    `device` overrides `train.device`; `on_epoch(entry)` sees each metrics.jsonl entry once it is written."""
+    `device` overrides `train.device`; `on_epoch(entry)` sees each metrics.jsonl entry once it is written.
+    A new run (not `resume`) into a `train.out_dir` that holds another run's model is refused unless
+    `overwrite`, which removes that run's files first."""
     from ..tasks import task_for_model
 
     t_cfg, d_cfg = cfg.train, cfg.data
@@ -104,9 +108,17 @@ def train(cfg: Config, *, resume: bool = False, progress: bool | None = None, lo
     out = Path(t_cfg.out_dir)
     last_path, best_path = out / "last.pt", out / "best.safetensors"
     torch.manual_seed(t_cfg.seed)
-    train_ds, val_ds = task.build_datasets(cfg)
+    train_ds, val_ds = task.build_datasets(cfg)  # config mistakes (model vs data set) are named first
     check_batch_size(cfg, train_ds, runtime.world_size)
+    if not resume:
+        protect_previous_run(out, overwrite=overwrite, remove=False)  # before training: refuse early
+    task.check_training_data(cfg, train_ds, log)
     model = task.build_model(cfg, train_ds)
+    report = getattr(model, "seglab_weights_report", None)
+    if report is not None:
+        log(report.describe())
+    frozen = freeze_modules(model, t_cfg.freeze) if t_cfg.freeze else []
+    trunk = trunk_parameters(model) if t_cfg.backbone_lr_mult != 1.0 else set()
     if t_cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if t_cfg.sync_bn and runtime.world_size > 1:
@@ -121,23 +133,25 @@ def train(cfg: Config, *, resume: bool = False, progress: bool | None = None, lo
     global_batch = d_cfg.batch_size * runtime.world_size * accumulate
     steps_per_epoch = len(train_ds) // global_batch
     optimizer = build_optimizer(model, t_cfg.optimizer, lr=t_cfg.lr, momentum=t_cfg.momentum,
-                                weight_decay=t_cfg.weight_decay)
+                                weight_decay=t_cfg.weight_decay, lr_mult_params=trunk, lr_mult=t_cfg.backbone_lr_mult)
     scheduler = build_scheduler(optimizer, t_cfg.epochs * steps_per_epoch, power=t_cfg.poly_power,
                                 warmup_iters=t_cfg.warmup_iters, warmup_ratio=t_cfg.warmup_ratio)
     scaler = runtime.grad_scaler()
     config_dict = cfg.model_dump(mode="json")
     start_epoch, history, best = 0, [], {task.best_key: -math.inf, "epoch": -1}
     if resume:
-        state = _resume(last_path, config_dict, runtime, model, optimizer, scheduler, scaler, log)
-        start_epoch, history = state["epoch"] + 1, list(state["history"])
-        best = dict(state["best"]) if task.best_key in state["best"] else best
+        start_epoch, history, saved_best = _resume(last_path, config_dict, runtime, model, optimizer, scheduler,
+                                                   scaler, log)
+        best = saved_best if task.best_key in saved_best else best
     net = model
     if runtime.distributed:
         net = nn.parallel.DistributedDataParallel(
             model, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None,
             find_unused_parameters=task.find_unused_parameters)
     if runtime.is_main:
-        out.mkdir(parents=True, exist_ok=True)
+        if not resume:  # the data and model are ready: only now is a replaced run's model removed
+            protect_previous_run(out, overwrite=overwrite, remove=True)
+        make_folder(out, "train.out_dir")
         write_text_atomic(out / "config.yaml", dump_config(cfg))
     log(f"training {cfg.model.name} ({task.name}) on {runtime.describe()}: {len(train_ds)} images, global batch "
         f"{global_batch}, {steps_per_epoch} steps per epoch")
@@ -158,6 +172,8 @@ def train(cfg: Config, *, resume: bool = False, progress: bool | None = None, lo
         sampler.set_epoch(epoch)
         torch.manual_seed(epoch_seed(t_cfg.seed, epoch) + 1_000_003 * runtime.rank)  # dropout, RoI sampling
         net.train()
+        for m in frozen:  # train.freeze: no gradients and no BatchNorm statistics updates
+            m.eval()
         t0, sums, steps = time.perf_counter(), {}, 0
         bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{t_cfg.epochs}", disable=not show, leave=False,
                    dynamic_ncols=True)
@@ -175,6 +191,7 @@ def train(cfg: Config, *, resume: bool = False, progress: bool | None = None, lo
             if t_cfg.max_minutes is not None and runtime.broadcast_object(stop):
                 break  # train.max_minutes reached: this epoch ends here, validated
         bar.close()
+        _check_labelled(step_fn, runtime, epoch, d_cfg.name)
         sums = _mean_over_ranks(sums, steps, runtime)
         entry = {"epoch": epoch + 1, "iteration": scheduler.last_epoch, "train_loss": sums.pop("loss", math.nan),
                  **step_fn.pop_compile_report(),
@@ -183,7 +200,8 @@ def train(cfg: Config, *, resume: bool = False, progress: bool | None = None, lo
                  "train_minutes": clock.minutes}
         if runtime.broadcast_object(clock.validation_due(epoch, last=epoch + 1 == t_cfg.epochs)):
             runtime.broadcast_buffers(model)
-            values, final_metrics = evaluate_model(task, model, val_ds, cfg.eval, runtime, progress=show)
+            values, final_metrics = evaluate_model(task, model, val_ds, cfg.eval, runtime, progress=show,
+                                                    model_config=meta)
             entry.update({f"val_{k}": v for k, v in values.items()})
             value = values.get(task.best_key)
             if value is not None and not math.isnan(value) and value > best[task.best_key]:
@@ -228,6 +246,7 @@ class TrainStep:
         if self.compiling:
             self.net = torch.compile(net)
         self.compile_report: dict = {}
+        self.labelled = 0  # labelled target pixels seen this epoch (a tensor on the device once counted)
 
     def __call__(self, batches: list, epoch: int) -> dict[str, torch.Tensor]:
         if not self.compiling:
@@ -259,6 +278,9 @@ class TrainStep:
         for i, batch in enumerate(batches):
             inputs, targets = self.task.split_batch(batch)
             inputs, targets = rt.to_device(inputs), rt.to_device(targets)
+            labelled = self.task.labelled_pixels(targets)
+            if labelled is not None:
+                self.labelled = labelled + self.labelled
             if self.t_cfg.channels_last and isinstance(inputs, torch.Tensor):
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
             last = i == k - 1
@@ -292,25 +314,56 @@ class TrainStep:
 
 
 def _resume(last_path: Path, config: dict, runtime: Runtime, model, optimizer, scheduler, scaler,
-            log: Callable[[str], None]) -> dict:
+            log: Callable[[str], None]) -> tuple[int, list, dict]:
     """Restore model, optimizer, schedule and gradient scaler from last.pt (after checking that it is the
-    same run: config and process count); returns the checkpoint for its epoch, history and best."""
+    same run: config and process count); returns (next epoch, history, best)."""
     if not last_path.is_file():
         raise SeglabError(f"--resume: no checkpoint to resume from at {last_path}")
     state = load_checkpoint(last_path, map_location=runtime.device)
     check_resume(state, last_path, config=config, world_size=runtime.world_size)
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    if "scaler" in state:
-        scaler.load_state_dict(state["scaler"])
+    start_epoch, history, best = restore_training_state(state, last_path, model=model, optimizer=optimizer,
+                                                        scheduler=scheduler, scaler=scaler)
     epochs = config["train"]["epochs"]
-    log(f"resumed from {last_path} at epoch {state['epoch'] + 2}/{epochs}")
+    log(f"resumed from {last_path} at epoch {start_epoch + 1}/{epochs}")
     saved_epochs = state.get("config", {}).get("train", {}).get("epochs", epochs)
     if saved_epochs != epochs:
         log(f"train.epochs changed from {saved_epochs} to {epochs}: the learning rate now decays over {epochs} "
             f"epochs")
-    return state
+    return start_epoch, history, best
+
+
+def _check_labelled(step_fn: TrainStep, runtime: Runtime, epoch: int, data_name: str) -> None:
+    """Refuse an epoch whose training targets held no labelled pixel at all (every one the ignore index):
+    the loss is 0 and nothing is learnt, a data mistake (labels all 255, a wrong label mapping)."""
+    labelled, step_fn.labelled = step_fn.labelled, 0
+    if not isinstance(labelled, torch.Tensor):
+        return  # this task's targets are not pixel labels
+    total = labelled.detach().to(torch.float64).reshape(1)
+    if runtime.distributed:
+        from ..utils.distributed import all_reduce_sum
+
+        total = all_reduce_sum(total)
+    if total.item() == 0:
+        raise SeglabError(f"epoch {epoch + 1}: every training label pixel was the ignore index 255, so the loss is "
+                          f"0 and nothing is learnt; check the label files of data set {data_name!r} (data.root) "
+                          f"and its label mapping")
+
+
+RUN_FILES = ("best.safetensors", "last.pt", "metrics.jsonl", "curves.png")
+
+
+def protect_previous_run(out: Path, *, overwrite: bool, remove: bool) -> None:
+    """A new run must not silently replace another run's model: refuse when `out` holds best.safetensors
+    or last.pt, unless `overwrite` (then that run's files are removed, by the process that writes)."""
+    if out.exists() and not out.is_dir():
+        raise SeglabError(f"train.out_dir {out} is a file, not a folder")
+    existing = [n for n in RUN_FILES[:2] if (out / n).exists()]
+    if existing and not overwrite:
+        raise SeglabError(f"train.out_dir {out} already holds a run ({', '.join(existing)}); continue it with "
+                          f"--resume, choose another train.out_dir, or pass --overwrite to replace it")
+    if existing and remove:
+        for name in RUN_FILES:
+            (out / name).unlink(missing_ok=True)
 
 
 def _mean_over_ranks(sums: dict[str, torch.Tensor], steps: int, runtime: Runtime) -> dict[str, float]:

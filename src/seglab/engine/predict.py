@@ -1,41 +1,53 @@
 """Prediction to files, for every task: what `seglab predict` runs. The model (a model file, a shipped
-name, or a model object) picks its task; the task gives the predictor and the writer; the one loop
-(`seglab.inference.files.predict_to_files`) reads each input, predicts and writes.
+name, an exported ONNX file, or a model object) picks its task; the task gives the predictor and the
+writer; the one loop (`seglab.inference.files.predict_to_files`) reads each input (images, videos,
+folders mirrored into the output folder), predicts and writes.
 
-Inference options: the model file's stored settings, then the explicit ones (`slide`, `tta`, `crf` as on
-the command line, `precision`, `score_thresh`; `seglab.inference.options.resolve_options`)."""
+Inference options: the model's training size and stored settings, then the explicit ones (`imgsz`,
+`scale`, `slide`, `tta`, `crf` as on the command line, `precision`, `score_thresh`, `backend`;
+`seglab.inference.options.resolve_options`)."""
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from torch import nn
+from ..inference.load import load_predictor
 
-from .runtime import resolve_device
-
-
-def load_predictor(model_or_source, *, device: str | None = "auto", **options):
-    """(task, predictor, resolved options) for a model object, a model file or a shipped model's name."""
-    from ..hub import load_model
-    from ..inference.options import resolve_options
-    from ..tasks import task_for_model
-
-    dev = resolve_device(device)
-    model = model_or_source.to(dev).eval() if isinstance(model_or_source, nn.Module) else \
-        load_model(model_or_source, device=dev)
-    task = task_for_model(model.seglab_config["name"])
-    resolved = resolve_options(stored=model.seglab_config.get("inference"), **options)
-    return task, task.build_predictor(model, resolved), resolved
+__all__ = ["load_predictor", "predict_to_folder"]
 
 
-def predict_to_folder(model_or_source, inputs: Iterable[str | Path], out_dir: str | Path, *,
-                      device: str | None = "auto", progress: bool = False, **options) -> list[str]:
-    """Predict every image of `inputs` (files or folders) into `out_dir` with the task's writer (label PNGs
-    and overlays; instance overlays and COCO JSON; panoptic PNGs and COCO panoptic JSON); returns the
-    lines that say what was written."""
-    from ..inference.files import collect_inputs, predict_to_files
+def predict_to_folder(model_or_source, inputs: Iterable[str | Path], out_dir: str | Path | None = None, *,
+                      device: str | None = "auto", progress: bool = False, save_frames: bool = False,
+                      log: Callable[[str], None] | None = None, **options) -> list[str]:
+    """Predict every image and video of `inputs` (files or folders, walked recursively) into `out_dir`
+    (default: a new `runs/predict/<n>`) with the task's writer (label PNGs and overlays; instance
+    overlays and COCO JSON; panoptic PNGs and COCO panoptic JSON; videos of overlays, with the
+    per-frame files when `save_frames`); returns the lines that say what was written. `log` gets a line
+    saying how it predicts (scale, TTA, the fast path taken) and the notes on converted images."""
+    from ..inference.files import predict_to_files
+    from ..inference.inputs import collect_inputs, default_out_dir
 
-    files = collect_inputs([str(i) for i in inputs])
+    out = Path(out_dir) if out_dir is not None else default_out_dir()
+    items = collect_inputs([str(i) for i in inputs], out)
     task, predictor, resolved = load_predictor(model_or_source, device=device, **options)
-    writer = task.build_writer(Path(out_dir), predictor.model, resolved)
-    return predict_to_files(predictor, writer, files, progress=progress)
+    writer = task.build_writer(out, predictor.model, resolved)
+    if log is not None:
+        log(describe(predictor, resolved))
+    return predict_to_files(predictor, writer, items, progress=progress, log=log, save_frames=save_frames)
+
+
+def describe(predictor, options) -> str:
+    """One line: the model, how images are sized, test-time augmentation, CRF, and the fast path taken."""
+    config = getattr(predictor.model, "seglab_config", {})
+    parts = [f"{config.get('name', type(predictor.model).__name__)}"]
+    parts.append(f"images {options.resize.describe() if options.resize else 'at their own size'}")
+    if options.slide:
+        parts.append(f"sliding window {options.slide[0]}x{options.slide[1]}")
+    if options.tta_active:
+        flip = "flip" if options.tta.get("flip") else ""
+        scales = tuple(options.tta.get("scales", (1.0,)))
+        parts.append("TTA " + ",".join(filter(None, [flip, "scales " + "/".join(f"{s:g}" for s in scales)
+                                                      if scales != (1.0,) else ""])))
+    if options.crf is not None:
+        parts.append("dense CRF")
+    return "predicting with " + "; ".join(parts + predictor.notes)

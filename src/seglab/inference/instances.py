@@ -11,10 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..structures import InstanceResult
 from .base import ModelPredictor
+from .scale import resize_images
 
 
 def float_result(result: InstanceResult) -> InstanceResult:
@@ -29,8 +31,26 @@ class InstancePredictor(ModelPredictor):
 
     @torch.no_grad()
     def predict_tensor(self, x: torch.Tensor, *, image: np.ndarray | None = None) -> InstanceResult:
+        size = tuple(x.shape[-2:])
+        target = self.target_size(*size)
+        if target is not None:
+            x = resize_images(x[None], target)[0]
         with self.autocast():
-            return float_result(self.model([x.to(self.device)])[0])
+            result = float_result(self.model([self.prepare(x[None].to(self.device))[0]])[0])
+        return result if target is None else rescale_instances(result, size)
+
+
+def rescale_instances(result: InstanceResult, size: tuple[int, int]) -> InstanceResult:
+    """Instances found on a resized image, mapped back to an image of `size` (h, w): boxes scaled, masks
+    resized bilinearly and thresholded at one half."""
+    h, w = size
+    mh, mw = result.masks.shape[-2:]
+    boxes = result.boxes * torch.tensor([w / mw, h / mh, w / mw, h / mh])
+    if len(result.masks):
+        masks = F.interpolate(result.masks[:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0] > 0.5
+    else:
+        masks = torch.zeros((0, h, w), dtype=torch.bool)
+    return InstanceResult(boxes=boxes, scores=result.scores, labels=result.labels, masks=masks)
 
 
 @torch.no_grad()
@@ -64,16 +84,23 @@ class InstanceWriter:
     def json_path(self) -> Path:
         return self.out_dir / "instances.json"
 
-    def write(self, source: Path, image: np.ndarray, prediction: InstanceResult) -> None:
-        from ..metrics.instance import instance_results_to_coco
-        from ..utils.io import save_image_atomic
+    def render(self, image: np.ndarray, prediction: InstanceResult) -> np.ndarray:
         from ..viz import draw_instances
 
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        save_image_atomic(self.out_dir / f"{source.stem}_overlay.png",
-                          draw_instances(image, prediction, self.class_names, self.score_threshold))
-        self.files.append(Path(source))
-        self.entries.append([{**e, "file_name": Path(source).name}
+        return np.asarray(draw_instances(image, prediction, self.class_names, self.score_threshold))
+
+    def write(self, item, image: np.ndarray, prediction: InstanceResult, *, picture: bool = True) -> None:
+        from PIL import Image
+
+        from ..metrics.instance import instance_results_to_coco
+        from ..utils.io import save_image_atomic
+        from .files import PICTURE_PNG
+
+        if picture:
+            save_image_atomic(item.output(self.out_dir, "_overlay.png"), Image.fromarray(self.render(image, prediction)),
+                              **PICTURE_PNG)
+        self.files.append(Path(item.name))
+        self.entries.append([{**e, "file_name": item.path.name if item.key.name == item.path.stem else item.name}
                              for e in instance_results_to_coco(0, prediction, self.category_ids)])
 
     def close(self) -> list[str]:

@@ -11,37 +11,59 @@ import numpy as np
 import torch
 
 from .base import ModelPredictor
+from .scale import resize_images, resize_maps
 
 
 class JointPredictor(ModelPredictor):
     """A joint model on a normalised (C, H, W) tensor or a uint8 image -> {space: labels (H, W)} on the CPU."""
 
+    fast_path_ok = True
+
     @torch.no_grad()
     def predict_tensor(self, x: torch.Tensor, *, image: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+        size = tuple(x.shape[-2:])
+        target = self.target_size(*size)
+        x = x[None] if target is None else resize_images(x[None], target)
         with self.autocast():
-            out = self.model(x[None].to(self.device))
-        return {space: logits[0].float().argmax(0).cpu() for space, logits in out.items()}
+            out = self.model(self.prepare(x.to(self.device)))
+        return {space: (resize_maps(logits.float(), size) if target is not None else logits.float())[0].max(0).indices.cpu()
+                for space, logits in out.items()}
 
 
 class JointWriter:
-    """A label PNG and an overlay per label space and image."""
+    """A label PNG and an overlay (with a legend) per label space and image."""
 
-    def __init__(self, out_dir: Path, *, palettes: Mapping[str, Sequence[Sequence[int]]], alpha: float = 0.5):
+    def __init__(self, out_dir: Path, *, palettes: Mapping[str, Sequence[Sequence[int]]],
+                 classes: Mapping[str, Sequence[str]] | None = None, alpha: float = 0.5):
         self.out_dir, self.alpha = Path(out_dir), alpha
         self.palettes = {s: [tuple(c) for c in p] for s, p in palettes.items()}
+        self.classes = {s: list((classes or {}).get(s) or map(str, range(len(p)))) for s, p in self.palettes.items()}
         self.count = 0
 
-    def write(self, source: Path, image: np.ndarray, prediction: Mapping[str, torch.Tensor]) -> None:
-        from ..utils.io import save_image_atomic
-        from ..viz import overlay, save_label_png
+    def _overlay(self, image: np.ndarray, space: str, labels: np.ndarray) -> np.ndarray:
+        from ..viz import overlay
+        from ..viz.legend import classes_present, draw_legend
 
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        picture = overlay(image, labels, self.palettes[space], alpha=self.alpha)
+        return np.asarray(draw_legend(picture, classes_present(labels, self.classes[space], self.palettes[space])))
+
+    def render(self, image: np.ndarray, prediction: Mapping[str, torch.Tensor]) -> np.ndarray:
+        """The overlays of every label space side by side."""
+        return np.concatenate([self._overlay(image, s, labels.numpy()) for s, labels in prediction.items()], axis=1)
+
+    def write(self, item, image: np.ndarray, prediction: Mapping[str, torch.Tensor], *, picture: bool = True) -> None:
+        from PIL import Image
+
+        from ..utils.io import save_image_atomic
+        from ..viz import save_label_png
+        from .files import PICTURE_PNG
+
         for space, labels in prediction.items():
             labels = labels.numpy().astype(np.uint8)
-            save_label_png(self.out_dir / f"{source.stem}_{space}.png", labels, self.palettes[space])
-            if image.shape[2] == 3:
-                save_image_atomic(self.out_dir / f"{source.stem}_{space}_overlay.png",
-                                  overlay(image, labels, self.palettes[space], alpha=self.alpha))
+            save_label_png(item.output(self.out_dir, f"_{space}.png"), labels, self.palettes[space])
+            if picture and image.shape[2] == 3:
+                save_image_atomic(item.output(self.out_dir, f"_{space}_overlay.png"),
+                                  Image.fromarray(self._overlay(image, space, labels)), **PICTURE_PNG)
         self.count += 1
 
     def close(self) -> list[str]:

@@ -16,6 +16,7 @@ import torch
 
 from ..structures import PanopticResult
 from .base import ModelPredictor
+from .scale import resize_ids, resize_images
 
 
 class PanopticPredictor(ModelPredictor):
@@ -23,9 +24,19 @@ class PanopticPredictor(ModelPredictor):
 
     @torch.no_grad()
     def predict_tensor(self, x: torch.Tensor, *, image: np.ndarray | None = None) -> PanopticResult:
+        size = tuple(x.shape[-2:])
+        target = self.target_size(*size)
+        if target is not None:
+            x = resize_images(x[None], target)[0]
         with self.autocast():
-            result = self.model([x.to(self.device)])[0]
-        return PanopticResult(segments=result.segments.cpu(), segments_info=list(result.segments_info))
+            result = self.model([self.prepare(x[None].to(self.device))[0]])[0]
+        segments, infos = result.segments.cpu(), [dict(i) for i in result.segments_info]
+        if target is not None:  # back to the image's size; areas counted again, vanished segments dropped
+            segments = resize_ids(segments, size)
+            ids, counts = torch.unique(segments, return_counts=True)
+            area = dict(zip(ids.tolist(), counts.tolist()))
+            infos = [{**i, "area": int(area[i["id"]])} for i in infos if area.get(i["id"], 0) > 0]
+        return PanopticResult(segments=segments, segments_info=infos)
 
 
 def model_categories(meta: dict) -> tuple[list[dict], list[int]]:
@@ -58,16 +69,29 @@ class PanopticWriter:
     def json_path(self) -> Path:
         return self.out_dir / "panoptic.json"
 
-    def write(self, source: Path, image: np.ndarray, prediction: PanopticResult) -> None:
+    def render(self, image: np.ndarray, prediction: PanopticResult) -> np.ndarray:
+        from ..data.panoptic import to_category_ids
+        from ..viz import draw_panoptic
+
+        infos = to_category_ids(list(prediction.segments_info), self.class_to_category)
+        return np.asarray(draw_panoptic(image, prediction.segments.numpy(), infos, self.categories, self.alpha))
+
+    def write(self, item, image: np.ndarray, prediction: PanopticResult, *, picture: bool = True) -> None:
+        from ..data.panoptic import to_category_ids, write_panoptic
         from ..viz.panoptic import save_panoptic_prediction
 
-        self.out_dir.mkdir(parents=True, exist_ok=True)
         image_id = len(self.images) + 1
-        self.annotations.append(save_panoptic_prediction(
-            self.out_dir, source.stem, image, prediction, self.categories, image_id=image_id, alpha=self.alpha,
-            class_to_category=self.class_to_category))
-        self.images.append({"id": image_id, "file_name": source.name, "height": int(image.shape[0]),
-                            "width": int(image.shape[1])})
+        if picture:
+            annotation = save_panoptic_prediction(
+                self.out_dir, item.name, image, prediction, self.categories, image_id=image_id, alpha=self.alpha,
+                class_to_category=self.class_to_category)
+        else:
+            infos = to_category_ids(list(prediction.segments_info), self.class_to_category)
+            annotation = write_panoptic(self.out_dir, f"{item.name}_panoptic.png", prediction.segments.numpy(), infos,
+                                        image_id=image_id)
+        self.annotations.append(annotation)
+        self.images.append({"id": image_id, "file_name": item.path.name if item.key.name == item.path.stem else item.name,
+                            "height": int(image.shape[0]), "width": int(image.shape[1])})
 
     def close(self) -> list[str]:
         from ..data.panoptic import save_panoptic_json

@@ -1,6 +1,8 @@
 """Semantic prediction: whole-image and sliding-window inference.
 
-Whole image: one forward pass; models return logits at input size. Sliding window (as in the
+Whole image: one forward pass; models return logits at input size. The image is first resized to the
+scale the model was trained for when `resize` says so (`seglab.inference.scale`), and the probabilities
+are resized back to the image's size before the dense CRF and the argmax. Sliding window (as in the
 PSPNet / DeepLab evaluation code and MMSegmentation's `slide` mode): the image is covered by
 `crop`-sized windows `stride` apart (the last window is aligned to the border), each window's
 probabilities are accumulated with a uniform or Gaussian weight (centre pixels, which saw more
@@ -19,6 +21,7 @@ from torch import nn
 
 from ..structures import SemanticResult
 from .base import ModelPredictor
+from .scale import InputScale, resize_images, resize_maps
 
 
 def _window_starts(size: int, crop: int, stride: int) -> list[int]:
@@ -48,14 +51,17 @@ class Predictor(ModelPredictor):
     """
 
     crf: dict | None = None  # subclasses that wrap another predictor inherit "no CRF"
+    has_probs = True
+    fast_path_ok = True
 
     def __init__(self, model: nn.Module, *, slide: Sequence[int] | None = None,
                  stride: Sequence[int] | None = None, blend: str = "gaussian", window_batch: int = 4,
-                 bf16: bool = False, precision: str | None = None, crf: dict | None = None):
-        super().__init__(model, precision=precision, bf16=bf16)
+                 bf16: bool = False, precision: str | None = None, crf: dict | None = None,
+                 resize: InputScale | None = None):
+        super().__init__(model, precision=precision, bf16=bf16, resize=resize)
         self.crf = crf
         self.slide = tuple(slide) if slide else None
-        self.stride = tuple(stride) if stride else (tuple(int(c * 2 / 3) for c in self.slide) if self.slide else None)
+        self.stride = tuple(stride) if stride else (tuple(max(1, int(c * 2 / 3)) for c in self.slide) if self.slide else None)
         if self.slide is not None and (len(self.slide) != 2 or min(self.slide) < 1 or len(self.stride) != 2
                                        or min(self.stride) < 1):
             raise ValueError(f"slide and stride must be two positive sizes, got {self.slide} and {self.stride}")
@@ -70,7 +76,7 @@ class Predictor(ModelPredictor):
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         with self.autocast():
-            out = self.model(x)
+            out = self.model(self.prepare(x))
         return out.float().softmax(1)
 
     @torch.no_grad()
@@ -115,24 +121,41 @@ class Predictor(ModelPredictor):
         return dense_crf(image, probs, **self.crf)
 
     def predict(self, images: torch.Tensor) -> torch.Tensor:
-        """(N, C_in, H, W) -> (N, H, W) class indices."""
-        return self.probabilities(images).argmax(1)
+        """(N, C_in, H, W) normalised images -> (N, H, W) class indices (no CRF)."""
+        return self.image_probabilities(images).max(1).indices  # = argmax (first maximum), 4x faster on CPU
+
+    def predict_image(self, image, *, mean=None, std=None, path: str | None = None, with_probs: bool = True):
+        """One photo (uint8 H x W x C array, PIL image, tensor or file path) -> SemanticResult with labels
+        (H, W) and probabilities (C, H, W). mean / std default to what the model was trained with."""
+        return super().predict_image(image, mean=mean, std=std, path=path, with_probs=with_probs)
+
+    @torch.no_grad()
+    def image_probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, C_in, H, W) normalised images -> (N, num_classes, H, W) probabilities, predicted at the
+        model's scale (`resize`) and resized back."""
+        h, w = images.shape[-2:]
+        target = self.resize.target(h, w) if self.resize is not None else None
+        if target is None:
+            return self.probabilities(images)
+        return resize_maps(self.probabilities(resize_images(images, target)), (h, w))
 
     def predict_tensor(self, x: torch.Tensor, *, image: np.ndarray | None = None,
                        with_probs: bool = False) -> SemanticResult:
         """One normalised (C, H, W) image -> SemanticResult on the CPU (probabilities when asked). With a
         CRF, `image` (the original uint8 picture) is required."""
-        if self.crf is not None and image is None:
-            raise ValueError("the dense CRF needs the original image: predict_tensor(x, image=...)")
-        probs = self.probabilities(x[None].to(self.device))[0]
-        if self.crf is not None:
-            probs = self.refine(image, probs.cpu())
-        labels = probs.argmax(0).cpu()
-        return SemanticResult(labels=labels, probs=probs.cpu() if with_probs else None)
+        return self.predict_tensors(x[None], images=[image], with_probs=with_probs)[0]
 
-    def predict_image(self, image: np.ndarray, *, mean=None, std=None, path: str | None = None) -> SemanticResult:
-        """One HxWxC uint8 image -> SemanticResult with labels (H, W) and probabilities (C, H, W).
-        mean / std default to what the model was trained with (recorded by `save_model`), else ImageNet's."""
-        result = self.predict_tensor(self.normalize(image, mean, std), image=image, with_probs=True)
-        result.path = path
-        return result
+    def predict_tensors(self, x: torch.Tensor, *, images: Sequence[np.ndarray | None] | None = None,
+                        with_probs: bool = False) -> list[SemanticResult]:
+        """A batch of same-size normalised images (N, C, H, W) -> N SemanticResults (one forward pass)."""
+        images = list(images) if images is not None else [None] * len(x)
+        if self.crf is not None and any(im is None for im in images):
+            raise ValueError("the dense CRF needs the original image: predict_tensor(x, image=...)")
+        probs = self.image_probabilities(x.to(self.device))
+        results = []
+        for p, image in zip(probs, images):
+            if self.crf is not None:
+                p = self.refine(image, p.cpu())
+            # max(0).indices is argmax(0) (the first maximum on ties) at a quarter of its time on CPU
+            results.append(SemanticResult(labels=p.max(0).indices.cpu(), probs=p.cpu() if with_probs else None))
+        return results

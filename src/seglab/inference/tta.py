@@ -74,13 +74,15 @@ class TTAPredictor(Predictor):
         self.predictor = predictor
         self.model = predictor.model                  # predict_image reads mean/std and the device here
         self.precision = predictor.precision
+        self.resize = predictor.resize                # applied once, around every augmented pass
+        self.notes = predictor.notes
         self.flip = bool(flip)
         self.scales = scales
 
     @torch.no_grad()
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
         """(N, C_in, H, W) normalised images -> (N, num_classes, H, W) averaged probabilities."""
-        h, w = images.shape[-2:]
+        n, (h, w) = len(images), images.shape[-2:]
         total, count = None, 0
         for scale in self.scales:
             if scale == 1.0:
@@ -88,15 +90,15 @@ class TTAPredictor(Predictor):
             else:
                 size = (max(1, round(h * scale)), max(1, round(w * scale)))
                 x = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
-            passes = [(x, False), (x.flip(-1), True)] if self.flip else [(x, False)]
-            for inp, flipped in passes:
-                p = self.predictor.probabilities(inp)
-                if flipped:
-                    p = p.flip(-1)
-                if p.shape[-2:] != (h, w):
-                    p = F.interpolate(p, size=(h, w), mode="bilinear", align_corners=False)
-                total = p.clone() if total is None else total.add_(p)
-                count += 1
+            if self.flip:  # the image and its mirror in one batch: one pass through the model
+                p = self.predictor.probabilities(torch.cat([x, x.flip(-1)]))
+                p = p[:n] + p[n:].flip(-1)
+            else:
+                p = self.predictor.probabilities(x)
+            if p.shape[-2:] != (h, w):
+                p = F.interpolate(p, size=(h, w), mode="bilinear", align_corners=False)
+            total = p if total is None else total.add_(p)
+            count += 2 if self.flip else 1
         return total / count
 
     def __repr__(self) -> str:

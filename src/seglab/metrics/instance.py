@@ -34,7 +34,7 @@ import torch
 from ..data.coco_masks import mask_to_rle
 from ..errors import SeglabError
 from ..structures import InstanceResult
-from ..utils.io import write_text_atomic
+from ..utils.io import read_json, write_text_atomic
 
 IOU_TYPES = {"segm": "mask", "bbox": "box"}
 SUMMARY_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")  # COCOeval.stats[0:6]
@@ -151,7 +151,7 @@ class InstanceEvaluator:
             path = Path(coco_gt)
             if not path.is_file():
                 raise SeglabError(f"{path}: ground-truth JSON not found")
-            coco_gt = json.loads(path.read_text())
+            coco_gt = read_json(path, "ground-truth JSON")
         if not isinstance(coco_gt, dict) or "images" not in coco_gt or "annotations" not in coco_gt:
             raise SeglabError("coco_gt must be a COCO instances JSON path, its dict or a pycocotools COCO")
         coco = _coco_from_dict(coco_gt)

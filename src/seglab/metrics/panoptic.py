@@ -222,9 +222,9 @@ class PanopticEvaluator:
         return f"PanopticEvaluator({len(self.categories)} categories, {self.num_images} images)"
 
 
-def _annotations_json(data, what: str) -> tuple[dict, Path | None]:
+def _annotations_json(data, what: str, *, categories: bool = True) -> tuple[dict, Path | None]:
     if isinstance(data, (str, os.PathLike)):
-        return load_panoptic_json(data), Path(data)
+        return load_panoptic_json(data, categories=categories), Path(data)
     if not isinstance(data, dict) or "annotations" not in data:
         raise SeglabError(f"{what} must be a COCO panoptic JSON path or its dict")
     return data, None
@@ -248,7 +248,7 @@ def pq_compute(gt_json, pred_json, gt_folder: str | os.PathLike | None = None,
     ".json"). Categories come from the ground-truth JSON; every ground-truth image needs a prediction.
     Returns `PanopticEvaluator.compute()`'s dict."""
     gt_data, gt_path = _annotations_json(gt_json, "gt_json")
-    pred_data, pred_path = _annotations_json(pred_json, "pred_json")
+    pred_data, pred_path = _annotations_json(pred_json, "pred_json", categories=False)  # the gt's are used
     gt_dir = _folder(gt_folder, gt_path, "gt_folder")
     pred_dir = _folder(pred_folder, pred_path, "pred_folder")
     predictions = {ann["image_id"]: ann for ann in pred_data["annotations"]}
@@ -258,7 +258,10 @@ def pq_compute(gt_json, pred_json, gt_folder: str | os.PathLike | None = None,
         if image_id not in predictions:
             raise DataError(f"{pred_path or 'pred_json'}: no prediction for the image with id {image_id}")
         pred_ann = predictions[image_id]
-        evaluator.update(read_panoptic_png(gt_dir / gt_ann["file_name"]), gt_ann["segments_info"],
+        gt_ids = read_panoptic_png(gt_dir / gt_ann["file_name"])
+        check_segments(gt_ids, gt_ann["segments_info"], f"{gt_dir / gt_ann['file_name']} (ground truth)",
+                       evaluator.categories)
+        evaluator.update(gt_ids, gt_ann["segments_info"],
                          read_panoptic_png(pred_dir / pred_ann["file_name"]), pred_ann["segments_info"],
                          image_id=image_id)
     return evaluator.compute()

@@ -187,6 +187,10 @@ def _scale(c: int, mult: float) -> int:
 
 
 class BiSeNetV2(nn.Module):
+    # No ImageNet backbone: the two branches are the trunk that fine-tuning freezes or slows down
+    # (`train.freeze: [backbone]`, `train.backbone_lr_mult`, seglab.finetune).
+    backbone_modules = ("detail", "semantic")
+
     def __init__(self, num_classes: int, *, in_channels: int = 3, width_mult: float = 1.0,
                  head_channels: int = 1024, aux_channels: int = 128, aux_loss: bool = True,
                  expansion: int = 6):

@@ -44,7 +44,8 @@ class CrissCrossAttention(nn.Module):
         height = x.shape[-2]
         energy_col = torch.einsum("bchw,bcgw->bhwg", q, k)  # pixel (h, w) against (g, w)
         energy_row = torch.einsum("bchw,bchv->bhwv", q, k)  # pixel (h, w) against (h, v)
-        self_in_col = torch.eye(height, dtype=torch.bool, device=x.device)[:, None, :]  # (h, 1, g)
+        # a float identity compared to 0 (not a bool eye): the same mask, and ONNX's EyeLike has float kernels
+        self_in_col = (torch.eye(height, device=x.device) > 0)[:, None, :]  # (h, 1, g)
         energy_col = energy_col.masked_fill(self_in_col, float("-inf"))  # the pixel counts once, in its row
         return torch.cat([energy_col, energy_row], dim=-1).softmax(dim=-1)
 

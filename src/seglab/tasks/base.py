@@ -87,10 +87,20 @@ class Task:
     def build_model(self, cfg: Config, dataset) -> nn.Module:
         raise NotImplementedError
 
+    def check_training_data(self, cfg: Config, train_ds, log: Callable[[str], None]) -> None:
+        """Refuse a training set that cannot teach anything (e.g. an empty foreground) before training on
+        it; warn about what is only suspicious. Tasks without such a check accept every set."""
+
     def model_metadata(self, cfg: Config, dataset) -> dict:
-        """What best.safetensors records besides the architecture: class names, palette, normalisation."""
-        return {"classes": list(dataset.classes), "palette": [list(c) for c in dataset.palette],
-                "mean": list(cfg.data.mean), "std": list(cfg.data.std)}
+        """What best.safetensors records besides the architecture: class names, palette, normalisation, and
+        the typical size of the training images (`train_size`, [h, w]: prediction resizes photos to its
+        short side, `seglab.inference.scale`)."""
+        meta = {"classes": list(dataset.classes), "palette": [list(c) for c in dataset.palette],
+                "mean": list(cfg.data.mean), "std": list(cfg.data.std), "dataset": cfg.data.name}
+        size = typical_image_size(dataset)
+        if size is not None:
+            meta["train_size"] = list(size)
+        return meta
 
     collate: Callable | None = None            # DataLoader collate_fn (None: PyTorch's default)
 
@@ -101,6 +111,12 @@ class Task:
     def split_sample(self, sample) -> tuple[torch.Tensor, Any]:
         """(normalised image (C, H, W), target) of a validation sample."""
         raise NotImplementedError
+
+    def labelled_pixels(self, targets) -> torch.Tensor | None:
+        """How many target pixels of a training batch carry a label (not the ignore index), as a tensor on
+        the targets' device; None where the task's targets are not pixel labels. An epoch without any is
+        a data mistake the loop reports (the loss would be 0 and nothing learnt)."""
+        return None
 
     def build_loss(self, cfg: Config, train_ds, log: Callable[[str], None]) -> Loss:
         raise NotImplementedError
@@ -115,6 +131,11 @@ class Task:
         raise NotImplementedError
 
     def build_writer(self, out_dir: Path, model: nn.Module, options) -> Writer:
+        raise NotImplementedError
+
+    def build_renderer(self, model: nn.Module, options):
+        """How `seglab serve` answers with this task's results (`seglab.serve.render`): JSON, label PNG,
+        overlay PNG."""
         raise NotImplementedError
 
     # --- `seglab models --params` --------------------------------------------------------------------------
@@ -141,6 +162,44 @@ class Task:
         return "  ".join(f"{k.replace('_', ' ')} {pct(summary.get(k))}" for k in self.line_keys)
 
 
+def _image_path(dataset, i: int):
+    if callable(getattr(dataset, "image_path", None)):
+        return dataset.image_path(i)
+    if getattr(dataset, "image_paths", None) is not None:
+        return dataset.image_paths[i]
+    samples = getattr(dataset, "samples", None)
+    if samples is not None and isinstance(samples[i], (tuple, list)) and isinstance(samples[i][0], (str, Path)):
+        return samples[i][0]
+    inner = getattr(dataset, "dataset", None)
+    return _image_path(inner, i) if inner is not None and len(inner) == len(dataset) else None
+
+
+def typical_image_size(dataset, max_images: int = 32) -> tuple[int, int] | None:
+    """(h, w) of the median image by short side among up to `max_images` images spread over `dataset`
+    (file headers only where the data set names its files), or None when it cannot tell."""
+    from ..data.io import image_size
+    from ..errors import DataError
+
+    n = len(dataset)
+    if n == 0:
+        return None
+    sizes = []
+    for i in sorted({round(k * (n - 1) / max(1, max_images - 1)) for k in range(min(n, max_images))}):
+        try:
+            path = _image_path(dataset, i)
+            if path is not None:
+                w, h = image_size(path)
+            elif callable(getattr(dataset, "read_raw", None)):
+                h, w = dataset.read_raw(i)[0].shape[:2]
+            else:
+                return None
+        except (DataError, OSError, IndexError, TypeError):
+            return None
+        sizes.append((int(h), int(w)))
+    sizes.sort(key=lambda hw: (min(hw), hw))
+    return sizes[len(sizes) // 2]
+
+
 def check_batch_size(cfg: Config, train_ds, processes: int = 1) -> None:
     need = cfg.data.batch_size * processes * cfg.train.accumulate_steps
     if len(train_ds) < need:
@@ -163,7 +222,8 @@ def build_model_for(cfg: Config, num_classes: int, **extra_kwargs) -> nn.Module:
         raise SeglabError(f"model.num_classes is {cfg.model.num_classes} but data set {cfg.data.name!r} has "
                           f"{num_classes} classes")
     return create_model(cfg.model.name, num_classes=num_classes, weights=cfg.model.weights,
-                        backbone_weights=cfg.model.backbone_weights, **{**cfg.model.kwargs, **extra_kwargs})
+                        reinit_heads=cfg.model.reinit_heads, backbone_weights=cfg.model.backbone_weights,
+                        **{**cfg.model.kwargs, **extra_kwargs})
 
 
 def to_float(outputs):

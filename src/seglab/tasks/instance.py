@@ -154,7 +154,7 @@ class InstanceTask(Task):
         from ..inference.instances import InstancePredictor
 
         self.refuse_options(options.semantic_options(), model_name(model))
-        return InstancePredictor(model, precision=options.precision)
+        return InstancePredictor(model, precision=options.precision, resize=options.resize)
 
     def build_evaluator(self, dataset, *, out_dir: Path | None = None, detailed: bool = False):
         return InstanceEvaluatorAdapter(dataset)
@@ -167,4 +167,12 @@ class InstanceTask(Task):
         return InstanceWriter(out_dir, class_names=meta.get("classes") or [str(i) for i in range(num_classes)],
                               category_ids=meta.get("category_ids") or list(range(1, num_classes + 1)),
                               score_threshold=options.score_thresh)
+
+    def build_renderer(self, model: nn.Module, options):
+        from ..serve.render import InstanceRenderer
+
+        meta = model.seglab_config
+        num_classes = meta["num_classes"]
+        return InstanceRenderer(meta.get("classes") or [str(i) for i in range(num_classes)],
+                                meta.get("category_ids") or list(range(1, num_classes + 1)), options.score_thresh)
 

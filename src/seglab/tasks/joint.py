@@ -102,6 +102,9 @@ class JointTask(Task):
     def split_sample(self, sample):
         return sample["image"], sample["masks"]
 
+    def labelled_pixels(self, targets):
+        return sum((m != 255).sum() for m in targets.values())
+
     def build_loss(self, cfg: Config, train_ds, log):
         from ..losses import JointLoss
 
@@ -112,7 +115,7 @@ class JointTask(Task):
         from ..inference.joint import JointPredictor
 
         self.refuse_options(options.semantic_options(), model_name(model))
-        return JointPredictor(model, precision=options.precision)
+        return JointPredictor(model, precision=options.precision, resize=options.resize)
 
     def build_evaluator(self, dataset, *, out_dir: Path | None = None, detailed: bool = False):
         return JointEvaluator(dataset)
@@ -125,7 +128,18 @@ class JointTask(Task):
         spaces = meta.get("label_space_classes") or {}
         stored = meta.get("label_space_palettes") or {}
         palettes = {s: stored.get(s) or default_palette(len(names)) for s, names in spaces.items()}
-        return JointWriter(out_dir, palettes=palettes)
+        return JointWriter(out_dir, palettes=palettes, classes=spaces)
+
+    def build_renderer(self, model: nn.Module, options):
+        from ..data.palettes import default_palette
+        from ..models.joint import check_label_spaces
+        from ..serve.render import JointRenderer
+
+        meta = model.seglab_config
+        counts = check_label_spaces(meta.get("kwargs", {}).get("label_spaces"), meta["num_classes"])
+        spaces = meta.get("label_space_classes") or {s: [str(i) for i in range(n)] for s, n in counts.items()}
+        stored = meta.get("label_space_palettes") or {}
+        return JointRenderer(spaces, {s: stored.get(s) or default_palette(len(names)) for s, names in spaces.items()})
 
     def epoch_line(self, entry, epochs: int) -> str:
         line = super().epoch_line({k: v for k, v in entry.items() if k != f"val_{self.best_key}"}, epochs)

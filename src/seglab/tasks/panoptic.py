@@ -19,7 +19,7 @@ CVPR 2019, Sec. 4, computed by `seglab.metrics.panoptic.PanopticEvaluator` with 
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from torch import nn
 
@@ -39,6 +39,16 @@ def summary(results: dict) -> dict[str, float]:
     return {f"{m}{s}": results[group][m.lower()] for group, s in GROUP_SUFFIX.items() for m in ("PQ", "SQ", "RQ")}
 
 
+def prediction_name(gt_file_name: str, index: int) -> str:
+    """The prediction PNG's path below the predictions folder: the ground truth's relative file_name, so
+    that `a/x.png` and `b/x.png` stay apart (the data set refuses two annotations naming one PNG); a
+    name that would leave the folder becomes `<index>_<name>`."""
+    rel = PurePosixPath(str(gt_file_name).replace("\\", "/"))
+    if rel.is_absolute() or ".." in rel.parts or not rel.parts or ":" in rel.parts[0]:
+        return f"{index:06d}_{rel.name or 'image'}.png"
+    return str(rel)
+
+
 class PanopticEvaluatorAdapter:
     """PQ of the processed images; with `predictions_dir`, each prediction is also written there as a COCO
     panoptic PNG named like its ground truth's, and `report` writes their JSON."""
@@ -49,7 +59,18 @@ class PanopticEvaluatorAdapter:
         self.dataset = dataset
         self.evaluator = PanopticEvaluator(dataset.categories)
         self.predictions_dir = predictions_dir
+        # PNGs go to a hidden folder renamed by `report` once every image is done: a failed or killed
+        # evaluation leaves no partial set of predictions (and `discard` removes it).
+        self.partial_dir = None if predictions_dir is None else \
+            predictions_dir.parent / f".{predictions_dir.name}.partial"
         self.annotations: list[tuple[int, dict]] = []  # (dataset index, COCO annotation)
+
+    def discard(self) -> None:
+        """Remove the predictions written so far (a failed evaluation, or what a killed one left)."""
+        import shutil
+
+        if self.partial_dir is not None:
+            shutil.rmtree(self.partial_dir, ignore_errors=True)
 
     def process(self, index: int, target, prediction) -> None:
         from ..data.panoptic import to_category_ids, write_panoptic
@@ -59,7 +80,7 @@ class PanopticEvaluatorAdapter:
         if self.predictions_dir is not None:
             gt = ds.samples[index][2]
             infos = to_category_ids(prediction.segments_info, ds.category_ids)
-            self.annotations.append((index, write_panoptic(self.predictions_dir, Path(gt["file_name"]).name,
+            self.annotations.append((index, write_panoptic(self.partial_dir, prediction_name(gt["file_name"], index),
                                                            prediction.segments.numpy(), infos,
                                                            image_id=gt["image_id"])))
 
@@ -88,6 +109,12 @@ class PanopticEvaluatorAdapter:
             "classes": list(ds.classes), "category_ids": list(ds.category_ids), "num_images": len(ds)}))
         written = [f"{out_dir}/eval_metrics.json"]
         if self.predictions_dir is not None:
+            import os
+            import shutil
+
+            shutil.rmtree(self.predictions_dir, ignore_errors=True)  # a previous evaluation's
+            self.partial_dir.mkdir(parents=True, exist_ok=True)  # (no image at all: an empty folder)
+            os.replace(self.partial_dir, self.predictions_dir)
             images = [{"id": a["image_id"], "file_name": ds.samples[i][1]} for i, a in self.annotations]
             save_panoptic_json(out_dir / f"{PREDICTIONS}.json", {
                 "images": images, "annotations": [a for _, a in self.annotations], "categories": list(ds.categories)})
@@ -128,7 +155,7 @@ class PanopticTask(InstanceTask):
         from ..inference.panoptic import PanopticPredictor
 
         self.refuse_options(options.semantic_options(), model_name(model))
-        return PanopticPredictor(model, precision=options.precision)
+        return PanopticPredictor(model, precision=options.precision, resize=options.resize)
 
     def build_evaluator(self, dataset, *, out_dir: Path | None = None, detailed: bool = False):
         return PanopticEvaluatorAdapter(dataset, Path(out_dir) / PREDICTIONS if detailed and out_dir else None)
@@ -138,6 +165,13 @@ class PanopticTask(InstanceTask):
 
         categories, class_to_category = model_categories(model.seglab_config)
         return PanopticWriter(out_dir, categories=categories, class_to_category=class_to_category)
+
+    def build_renderer(self, model: nn.Module, options):
+        from ..inference.panoptic import model_categories
+        from ..serve.render import PanopticRenderer
+
+        categories, class_to_category = model_categories(model.seglab_config)
+        return PanopticRenderer(categories, class_to_category)
 
     def counting_kwargs(self, num_things: int) -> dict:
         return {"num_things": num_things}

@@ -133,11 +133,32 @@ class SemanticTask(Task):
     def build_model(self, cfg: Config, dataset) -> nn.Module:
         return build_model_for(cfg, dataset.num_classes)
 
+    def check_training_data(self, cfg: Config, train_ds, log) -> None:
+        """`seglab.data.check` on the training label maps (all of them, or 500 evenly spaced): the 0/255
+        binary-mask trap and an empty foreground stop training; classes without pixels are logged."""
+        from ..data.check import label_statistics, training_problems
+        from ..errors import DataError
+
+        if cfg.train.supervision != "pixel" or not (hasattr(train_ds, "samples") and hasattr(train_ds, "map_label")):
+            return
+        stats = label_statistics(train_ds, max_images=500)
+        errors, warnings = training_problems(stats, train_ds, cfg.data.train_split)
+        if errors:
+            raise DataError(f"{errors[0]} (data.root {cfg.data.root}; `seglab data check {cfg.data.root}` shows "
+                            f"the class histogram)")
+        for w in warnings:
+            log(f"warning: {w}")
+
     def split_batch(self, batch):
         return batch["image"], batch["labels"] if "labels" in batch else batch["mask"]
 
     def split_sample(self, sample):
         return sample["image"], sample["mask"]
+
+    def labelled_pixels(self, targets):
+        if not isinstance(targets, torch.Tensor) or targets.is_floating_point():  # class lists (weak)
+            return None
+        return (targets != 255).sum()
 
     def build_loss(self, cfg: Config, train_ds, log):
         from ..losses import SegmentationLoss
@@ -152,10 +173,11 @@ class SemanticTask(Task):
             ohem_thresh=t.ohem.thresh if t.ohem else None, ohem_min_kept=t.ohem.min_kept if t.ohem else 1 / 16))
 
     def build_predictor(self, model: nn.Module, options):
-        from ..inference import build_predictor
+        from ..inference.build import build_predictor
 
         return build_predictor(model, slide=options.slide, stride=options.stride, blend=options.blend,
-                               precision=options.precision, tta=options.tta, crf=options.crf)
+                               precision=options.precision, tta=options.tta, crf=options.crf,
+                               resize=options.resize)
 
     def build_evaluator(self, dataset, *, out_dir: Path | None = None, detailed: bool = False):
         return SemanticEvaluator(dataset, detailed=detailed)
@@ -165,4 +187,14 @@ class SemanticTask(Task):
         from ..inference.files import SemanticWriter
 
         meta = model.seglab_config
-        return SemanticWriter(out_dir, palette=meta.get("palette") or default_palette(meta["num_classes"]))
+        return SemanticWriter(out_dir, palette=meta.get("palette") or default_palette(meta["num_classes"]),
+                              classes=meta.get("classes"))
+
+    def build_renderer(self, model: nn.Module, options):
+        from ..data.palettes import default_palette
+        from ..serve.render import SemanticRenderer
+
+        meta = model.seglab_config
+        n = meta["num_classes"]
+        return SemanticRenderer(meta.get("classes") or [str(i) for i in range(n)],
+                                meta.get("palette") or default_palette(n))

@@ -17,16 +17,39 @@ def check_file(path, what: str) -> Path:
     return p
 
 
+def load_torch_file(path: Path, what: str, map_location="cpu"):
+    """`torch.load(path, weights_only=True)` on the CPU, or one line naming the file and what is wrong with
+    it: empty or truncated, not a PyTorch file, or holding Python objects besides tensors (never loaded:
+    unpickling them could run code). PyTorch's own warnings about the file are not printed."""
+    import pickle
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(str(path), map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        detail = next((ln for ln in lines if ln.startswith(("Trying to load unsupported", "Unsupported"))), "")
+        raise SeglabError(f"{path}: cannot read {what}: not a plain file of tensors (holds Python objects or is "
+                          f"corrupt{': ' + detail[:100] if detail else ''}); seglab never unpickles objects, which "
+                          f"could run code") from None
+    except Exception as e:  # empty, truncated or not a PyTorch file at all
+        first = (str(e).splitlines() or [""])[0][:160] or "empty or truncated file"
+        raise SeglabError(f"{path}: cannot read {what} ({type(e).__name__}: {first})") from None
+
+
 def read_state_dict(path) -> dict[str, torch.Tensor]:
     """Read tensors from a safetensors file or a torch checkpoint (weights_only); unwrap seglab training
     checkpoints (`{'model': ...}`) and common wrappers (`state_dict`, `model_state`)."""
     p = check_file(path, "weights")
-    try:
-        if p.suffix == ".safetensors":
+    if p.suffix == ".safetensors":
+        try:
             return load_file(str(p))
-        obj = torch.load(str(p), map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt or foreign file
-        raise SeglabError(f"{p}: cannot read weights ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from e
+        except Exception as e:  # corrupt, truncated or foreign file
+            first = (str(e).splitlines() or [""])[0][:200] or "empty or truncated file"
+            raise SeglabError(f"{p}: cannot read weights ({type(e).__name__}: {first})") from None
+    obj = load_torch_file(p, "weights")
     for key in ("model", "state_dict", "model_state"):
         if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
             obj = obj[key]
@@ -34,3 +57,25 @@ def read_state_dict(path) -> dict[str, torch.Tensor]:
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise SeglabError(f"{p}: expected a state dict of tensors")
     return obj
+
+
+def check_state_dict(state, expected: dict[str, torch.Tensor], path, what: str) -> None:
+    """`state` must hold exactly `expected`'s names, with its shapes and the same kind of dtype (float /
+    integer / bool), else one line naming the file and the first difference."""
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise SeglabError(f"{path}: expected a state dict of tensors")
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise SeglabError(f"{path}: weights do not match {what} "
+                          f"(missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
+                          f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''})")
+    for k, v in state.items():
+        want = expected[k]
+        if want.shape != v.shape:
+            raise SeglabError(f"{path}: tensor {k!r} has shape {tuple(v.shape)}, {what} expects "
+                              f"{tuple(want.shape)} (is num_classes right?)")
+        if (v.is_floating_point(), v.dtype == torch.bool) != (want.is_floating_point(), want.dtype == torch.bool) \
+                or (not want.is_floating_point() and v.dtype != want.dtype):
+            raise SeglabError(f"{path}: tensor {k!r} is {v.dtype}, {what} expects {want.dtype}")

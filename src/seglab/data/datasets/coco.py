@@ -18,6 +18,8 @@ Layout for `build_dataset("coco_instances", root=..., split="train")` (the 2017 
 """
 from __future__ import annotations
 
+import json
+import math
 import os
 import warnings
 from collections.abc import Callable
@@ -37,9 +39,34 @@ BOX_TOLERANCE = 1.0  # pixels a box may stick out of its image (float rounding i
 def _load_json(path: Path) -> dict:
     data = read_json(path, "annotation file")
     if not isinstance(data, dict) or not isinstance(data.get("images"), list) \
-            or not isinstance(data.get("categories"), list):
+            or not isinstance(data.get("categories"), list) or not isinstance(data.get("annotations", []), list):
         raise DataError(f"{path}: expected a COCO instances JSON with 'images', 'annotations', 'categories'")
     return data
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check_categories(categories: list, path: Path, *, panoptic: bool = False) -> list[dict]:
+    """COCO categories, checked: objects with an integer id (unique) and a name (and for panoptic files
+    an isthing of 0 / 1 / true / false); one DataError naming the file and the category otherwise."""
+    seen = set()
+    for c in categories:
+        shown = json.dumps(c)[:80]
+        if not isinstance(c, dict) or not _is_int(c.get("id")):
+            raise DataError(f"{path}: category {shown} needs an integer 'id'")
+        if not panoptic and not isinstance(c.get("name"), str):
+            raise DataError(f"{path}: category {shown} needs a 'name' (a string)")
+        if panoptic and (c.get("isthing") not in (0, 1) or "name" in c and not isinstance(c["name"], str)):
+            raise DataError(f"{path}: category {shown} needs 'isthing' 0 or 1 (and a string 'name')")
+        if panoptic and "color" in c and not (isinstance(c["color"], list) and len(c["color"]) == 3 and all(
+                _is_int(v) and 0 <= v <= 255 for v in c["color"])):
+            raise DataError(f"{path}: category {shown}: 'color' must be [r, g, b] in 0..255")
+        if c["id"] in seen:
+            raise DataError(f"{path}: category id {c['id']} is listed twice")
+        seen.add(c["id"])
+    return categories
 
 
 class CocoInstances(InstanceDataset):
@@ -56,13 +83,17 @@ class CocoInstances(InstanceDataset):
         self.annotation_json = Path(annotation_json)
         self.backend = backend
         data = _load_json(self.annotation_json)
-        cats = sorted(data["categories"], key=lambda c: int(c["id"]))
+        cats = sorted(check_categories(data["categories"], self.annotation_json), key=lambda c: c["id"])
+        if not cats:
+            raise DataError(f"{self.annotation_json}: 'categories' is empty")
         super().__init__(classes=[c["name"] for c in cats], category_ids=[int(c["id"]) for c in cats],
                          transform=transform)
         self.images = [self._image_entry(img) for img in data["images"]]
         if not self.images:
             raise DataError(f"{self.annotation_json}: 'images' is empty")
         by_id = {img["id"]: img for img in self.images}
+        if len(by_id) != len(self.images):
+            raise DataError(f"{self.annotation_json}: an image id is listed twice in 'images'")
         self.annotations: dict[int, list[dict]] = {img["id"]: [] for img in self.images}
         skipped: list[str] = []
         for ann in data.get("annotations", []):
@@ -77,27 +108,32 @@ class CocoInstances(InstanceDataset):
                           f"first: {skipped[0]}", stacklevel=2)
 
     def _image_entry(self, img: dict) -> dict:
-        try:
-            return {"id": int(img["id"]), "file_name": str(img["file_name"]), "height": int(img["height"]),
-                    "width": int(img["width"])}
-        except (KeyError, TypeError, ValueError) as e:
-            raise DataError(f"{self.annotation_json}: image entry {img!r:.80} needs id, file_name, height "
-                            f"and width ({type(e).__name__}: {e})") from e
+        ok = isinstance(img, dict) and _is_int(img.get("id")) and isinstance(img.get("file_name"), str) \
+            and all(_is_int(img.get(k)) and img[k] > 0 for k in ("height", "width"))
+        if not ok:
+            raise DataError(f"{self.annotation_json}: image entry {json.dumps(img)[:80]} needs an integer id, a "
+                            f"file_name and positive integer height and width")
+        return {k: img[k] for k in ("id", "file_name", "height", "width")}
 
     def _check_annotation(self, ann: dict, images: dict[int, dict]) -> int:
         """The annotation's image id, after checking everything that does not need the pixels."""
-        where = f"{self.annotation_json}: annotation {ann.get('id', '?')}"
+        if not isinstance(ann, dict):
+            raise DataError(f"{self.annotation_json}: annotation {json.dumps(ann)[:60]} is not an object")
+        where = f"{self.annotation_json}: annotation {json.dumps(ann.get('id', '?'))[:30]}"
         image_id = ann.get("image_id")
-        if image_id not in images:
-            raise DataError(f"{where}: image_id {image_id!r} is not in 'images'")
-        if ann.get("category_id") not in self.category_id_to_label:
-            raise DataError(f"{where}: unknown category_id {ann.get('category_id')!r}, expected one of "
-                            f"{self.category_ids}")
+        if not _is_int(image_id) or image_id not in images:
+            raise DataError(f"{where}: image_id {json.dumps(image_id)[:40]} is not in 'images'")
+        if not _is_int(ann.get("category_id")) or ann["category_id"] not in self.category_id_to_label:
+            raise DataError(f"{where}: unknown category_id {json.dumps(ann.get('category_id'))[:40]}, expected one "
+                            f"of {self.category_ids[:20]}")
+        if ann.get("iscrowd", 0) not in (0, 1):
+            raise DataError(f"{where}: iscrowd must be 0 or 1, got {json.dumps(ann.get('iscrowd'))[:40]}")
         img = images[image_id]
         h, w = img["height"], img["width"]
         box = ann.get("bbox")
-        if not isinstance(box, (list, tuple)) or len(box) != 4:
-            raise DataError(f"{where}: bbox must be [x, y, w, h], got {box!r}")
+        if not isinstance(box, (list, tuple)) or len(box) != 4 or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in box):
+            raise DataError(f"{where}: bbox must be [x, y, w, h] of finite numbers, got {json.dumps(box)[:60]}")
         x, y, bw, bh = (float(v) for v in box)
         tol = BOX_TOLERANCE
         if bw < 0 or bh < 0 or x < -tol or y < -tol or x + bw > w + tol or y + bh > h + tol:

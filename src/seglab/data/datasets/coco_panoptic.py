@@ -40,6 +40,7 @@ from ..palettes import default_palette
 from ..panoptic import (
     IGNORE,
     VOID,
+    check_segments,
     load_panoptic_json,
     panoptic_to_instances,
     panoptic_to_semantic,
@@ -117,12 +118,20 @@ class PanopticDataset(Dataset):
                                         if i >= self.num_stuff}
         fallback = default_palette(len(ordered))
         self.palette = [tuple(c["color"]) if "color" in c else fallback[i] for i, c in enumerate(ordered)]
-        files = {im["id"]: im["file_name"] for im in data.get("images", [])}
+        files = {}
+        for im in data.get("images", []):
+            if isinstance(im.get("id"), (dict, list)) or not isinstance(im.get("file_name"), str):
+                raise DataError(f"{self.annotation_json}: image entry {str(im)[:80]} needs an id and a file_name")
+            files[im["id"]] = im["file_name"]
         self.samples: list[tuple[Any, str, dict]] = []
+        seen: set[str] = set()
         for ann in data["annotations"]:
             if ann["image_id"] not in files:
                 raise DataError(f"{self.annotation_json}: annotation {ann['file_name']} has image_id "
                                 f"{ann['image_id']!r}, which is not in 'images'")
+            if ann["file_name"] in seen:  # two images would share one ground-truth PNG
+                raise DataError(f"{self.annotation_json}: two annotations name the PNG {ann['file_name']}")
+            seen.add(ann["file_name"])
             self.samples.append((ann["image_id"], files[ann["image_id"]], ann))
         if not self.samples:
             raise DataError(f"{self.annotation_json}: no annotations")
@@ -156,10 +165,13 @@ class PanopticDataset(Dataset):
         """(uint8 H x W x 3 image, int64 H x W segment ids, segments_info) without any transform."""
         image = read_rgb(self.image_path(i))
         ids, infos = read_panoptic(self.panoptic_dir, self.samples[i][2])
+        png = self.panoptic_dir / self.samples[i][2]["file_name"]
         if ids.shape != image.shape[:2]:
-            raise DataError(f"{self.panoptic_dir / self.samples[i][2]['file_name']}: is {ids.shape[1]}x"
-                            f"{ids.shape[0]} but its image {self.image_path(i).name} is "
+            raise DataError(f"{png}: is {ids.shape[1]}x{ids.shape[0]} but its image {self.image_path(i).name} is "
                             f"{image.shape[1]}x{image.shape[0]}")
+        # Ground truth as the evaluation reads it: every id in the PNG has a record of a known category, every
+        # record has pixels (otherwise pixels would silently count as VOID, or a segment as missed).
+        check_segments(ids, infos, f"{png} (of {self.annotation_json})", self.category_ids)
         return image, ids, infos
 
     def make_target(self, ids: torch.Tensor, segments_info: list[dict], image_id: Any) -> dict:

@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ...errors import DataError, SeglabError
+from ...utils.io import read_text_file
 from ..io import image_size, read_image, read_label
 from ..palettes import default_palette
 from ..transforms import default_eval_transform
@@ -37,15 +38,45 @@ def make_lut(label_map: LabelMap) -> np.ndarray | None:
     if label_map is None:
         return None
     if isinstance(label_map, Mapping):
-        keys = [int(k) for k in label_map if int(k) >= 0]
-        lut = np.arange(max([255] + keys) + 1, dtype=np.int64)
-        for k in keys:
-            lut[k] = int(label_map[k])
+        try:  # keys may be strings ("255": a config written as JSON), values may not be
+            pairs = {int(k): int(v) for k, v in label_map.items()}
+        except (TypeError, ValueError):
+            raise SeglabError(f"label_map must map stored values to class indices (integers), got "
+                              f"{dict(label_map)!r}") from None
+        pairs = {k: v for k, v in pairs.items() if k >= 0}
+        lut = np.arange(max([255, *pairs]) + 1, dtype=np.int64)
+        for k, v in pairs.items():
+            lut[k] = v
         return lut
     lut = np.asarray(label_map, dtype=np.int64)
     if lut.ndim != 1:
         raise SeglabError(f"label_map must be a dict or a 1-D lookup table, got shape {lut.shape}")
     return lut
+
+
+def parse_classes_file(path: Path) -> tuple[list[str], list[tuple[int, int, int]] | None]:
+    """(class names, colours or None) from lines `name` or `name r g b` (blank lines and `#` skipped);
+    colours must be given for every class or for none."""
+    names, colours = [], []
+    for n, line in enumerate(read_text_file(path, "class-name file").splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        parts = line.split()
+        if len(parts) >= 4 and all(p.isdigit() for p in parts[-3:]):
+            rgb = tuple(int(p) for p in parts[-3:])
+            if max(rgb) > 255:
+                raise DataError(f"{path}:{n}: colour {rgb} has a value above 255")
+            names.append(" ".join(parts[:-3]))
+            colours.append(rgb)
+        else:
+            names.append(line)
+    if not names:
+        raise DataError(f"{path}: no class names (one per line: `name` or `name r g b`)")
+    if colours and len(colours) != len(names):
+        raise DataError(f"{path}: give a colour (`name r g b`) on every line or on none "
+                        f"({len(colours)} of {len(names)} lines have one)")
+    return names, (colours or None)
 
 
 def _plural(n: int, word: str, plural: str) -> str:
@@ -60,7 +91,7 @@ def read_list_file(list_file: str | os.PathLike, root: str | os.PathLike | None 
         raise DataError(f"{list_file}: list file not found")
     root = Path(root) if root is not None else list_file.parent
     samples = []
-    for n, line in enumerate(list_file.read_text().splitlines(), 1):
+    for n, line in enumerate(read_text_file(list_file, "list file").splitlines(), 1):
         line = line.split("#", 1)[0].strip()
         if not line:
             continue

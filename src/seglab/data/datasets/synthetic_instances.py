@@ -8,7 +8,6 @@ per pixel, so an instance's class is the one class under its pixels. Images and 
 """
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 
 from ...errors import DataError
+from ...utils.io import read_json
 from ..instances import InstanceDataset, Target, empty_target, masks_to_boxes
 from ..io import read_label
 from ..synthetic import SYNTHETIC_CLASSES, SYNTHETIC_PALETTE, SYNTHETIC_THING_IDS
@@ -29,11 +29,11 @@ class SyntheticInstances(InstanceDataset):
     def __init__(self, root: str | os.PathLike, split: str = "train", transform: Callable | None = None):
         self.root, self.split = check_synthetic_root(root, split, "SyntheticInstances"), split
         index = self.root / f"panoptic_{split}.json"
+        data = read_json(index, "panoptic JSON")
         try:
-            images = json.loads(index.read_text())["images"]
-            self.images = [(int(im["id"]), Path(im["file_name"]).name) for im in images]
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise DataError(f"{index}: cannot read the image list ({type(e).__name__}: {e})") from e
+            self.images = [(int(im["id"]), Path(im["file_name"]).name) for im in data["images"]]
+        except (ValueError, KeyError, TypeError) as e:
+            raise DataError(f"{index}: cannot read the image list ({type(e).__name__}: {e})") from None
         if not self.images:
             raise DataError(f"{index}: no images in split {split!r}")
         super().__init__(classes=[SYNTHETIC_CLASSES[c] for c in SYNTHETIC_THING_IDS],

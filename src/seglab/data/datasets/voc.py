@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from ...errors import DataError, SeglabError
+from ...utils.io import read_text_file
 from ..palettes import VOC_CLASSES, VOC_PALETTE
 from .folder import SegmentationDataset, check_dir, resolve
 
@@ -53,7 +54,7 @@ class VOCSegmentation(SegmentationDataset):
         if not list_file.is_file():
             raise DataError(f"{list_file}: list file not found")
         samples = []
-        for n, line in enumerate(list_file.read_text().splitlines(), 1):
+        for n, line in enumerate(read_text_file(list_file, "list file").splitlines(), 1):
             parts = line.split()
             if not parts:
                 continue
