@@ -1,11 +1,16 @@
-"""Speed of the fully connected CRF (`seglab.inference.dense_crf`) on one 480x360 image, 11 labels.
+"""Speed of the fully connected CRF (`seglab.inference.dense_crf`) on one 480x360 image, 11 labels,
+and at 2048x1024 (a Cityscapes frame), 19 labels, against the code before issue 20.
 
 Prints one JSON line per measurement: the machine; the permutohedral lattice build for the appearance
 kernel; one mean-field iteration split into its parts (appearance kernel = splat + blur + slice,
 smoothness kernel = exact separable Gaussian, the rest = Potts compatibility + softmax); the whole
 `dense_crf` call; and the O(N^2) brute-force cost, measured on a small image and extrapolated by
 (N_big / N_small)^2 (the 172800^2 kernel matrix alone would take 119 GB in float32). Also the
-agreement of lattice and brute-force CRF outputs on the small image.
+agreement of lattice and brute-force CRF outputs on the small image. Then `before_after`: the whole
+`dense_crf` (5 iterations) of this version and of the previous one (`baselines/crf_v0.py`, kept
+verbatim), timed in turns, with the largest |Q_new - Q_old| and their argmax agreement, at 480x360
+(11 labels) and at --large (default 2048x1024, the same image upsampled bilinearly, 19 labels with
+probabilities from smooth random logits), and the agreement of each with brute force on the small image.
 
 The image is the first CamVid validation image from ../shared/data/camvid when present (the real
 colour statistics set the lattice size), else a synthetic one. Probabilities are a coarse, softened
@@ -29,8 +34,9 @@ import torch
 import torch.nn.functional as F
 
 from seglab.inference import dense_crf
-from speed import cpu_name  # benchmarks/speed.py (the script's folder is on sys.path)
-from seglab.inference.crf import _BruteKernel, _features, gaussian_grid_filter
+from baselines.crf_v0 import dense_crf as dense_crf_v0
+from speed import best_of_interleaved, cpu_name  # benchmarks/ is on sys.path
+from seglab.inference.crf import _BruteKernel, _features, _grid_filter_hwc, _softmax_rows
 from seglab.inference.permutohedral import PermutohedralLattice
 
 CAMVID = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"
@@ -65,6 +71,39 @@ def load_case(num_classes: int = 11):
     return "synthetic", image.numpy(), torch.softmax(torch.randn(num_classes, 360, 480, generator=g), 0)
 
 
+def profile_case(case: str, image: np.ndarray, probs: torch.Tensor, runs: int, iterations: int, emit) -> float:
+    """Lattice build, one iteration's parts and the whole call (with and without iterations) for one image;
+    returns the seconds per iteration."""
+    h, w = image.shape[:2]
+    c, n = probs.shape[0], h * w
+    feats = _features(torch.from_numpy(image), DEFAULTS["bi_xy_std"], DEFAULTS["bi_rgb_std"])
+    build_min, build_med = timed(lambda: PermutohedralLattice(feats), runs)
+    lattice = PermutohedralLattice(feats)
+    emit(kind="lattice_build", case=case, seconds_min=build_min, seconds_median=build_med, points=n,
+         vertices=lattice.num_vertices, vertices_per_point=lattice.num_vertices / n)
+
+    qt = probs.reshape(c, n).t().contiguous()   # dense_crf keeps Q as (N, C)
+    out = torch.empty_like(qt)
+    parts = {
+        "splat": lambda: lattice.splat(qt),
+        "blur": (lambda s=lattice.splat(qt): lattice.blur(s)),
+        "slice": (lambda b=lattice.blur(lattice.splat(qt)): lattice.slice(b)),
+        "appearance_filter": lambda: lattice.filter(qt),
+        "smoothness_filter": lambda: _grid_filter_hwc(qt.view(h, w, c), DEFAULTS["pos_xy_std"]),
+        "softmax": lambda: _softmax_rows(qt, out),
+    }
+    iteration = {name: timed(fn, runs)[0] for name, fn in parts.items()}
+    emit(kind="iteration_parts", case=case, labels=c, seconds_min=iteration)
+
+    # Full call and set-up only (0 iterations), interleaved so both see the same machine load.
+    best = best_of_interleaved({"full": lambda: dense_crf(image, probs, iterations, **DEFAULTS),
+                                "setup": lambda: dense_crf(image, probs, 0, **DEFAULTS)}, runs)
+    per_iteration = (best["full"] - best["setup"]) / max(iterations, 1)
+    emit(kind="dense_crf", case=case, iterations=iterations, seconds_min=best["full"],
+         setup_seconds_min=best["setup"], per_iteration_seconds=per_iteration)
+    return per_iteration
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7)
@@ -72,6 +111,8 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--small", type=int, nargs=2, default=(48, 64), metavar=("H", "W"),
                         help="image size for the brute-force measurement")
+    parser.add_argument("--large", type=int, nargs=2, default=(1024, 2048), metavar=("H", "W"))
+    parser.add_argument("--large-runs", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     emit = lambda **kw: print(json.dumps(kw), flush=True)  # noqa: E731
@@ -82,39 +123,7 @@ def main():
     emit(kind="machine", cpu=cpu_name(), threads=args.threads, torch=torch.__version__,
          loadavg_1min=os.getloadavg()[0], image=source, size=[h, w], labels=c, params=DEFAULTS)
 
-    feats = _features(torch.from_numpy(image), DEFAULTS["bi_xy_std"], DEFAULTS["bi_rgb_std"])
-    build_min, build_med = timed(lambda: PermutohedralLattice(feats), args.runs)
-    lattice = PermutohedralLattice(feats)
-    emit(kind="lattice_build", seconds_min=build_min, seconds_median=build_med, points=n,
-         vertices=lattice.num_vertices, vertices_per_point=lattice.num_vertices / n)
-
-    q = probs.reshape(c, n)                     # dense_crf keeps Q as (C, N)
-    qt = q.t().contiguous()
-    parts = {
-        "splat": lambda: lattice.splat(qt),
-        "blur": (lambda s=lattice.splat(qt): lattice.blur(s)),
-        "slice": (lambda b=lattice.blur(lattice.splat(qt)): lattice.slice(b)),
-        "appearance_filter": lambda: lattice.filter(q.t()),
-        "smoothness_filter": lambda: gaussian_grid_filter(probs, DEFAULTS["pos_xy_std"]),
-        "softmax": lambda: torch.softmax(q, 0),
-    }
-    iteration = {name: timed(fn, args.runs)[0] for name, fn in parts.items()}
-    emit(kind="iteration_parts", seconds_min=iteration)
-
-    # Full call and set-up only (0 iterations), interleaved so both see the same machine load.
-    full = lambda: dense_crf(image, probs, args.iterations, **DEFAULTS)  # noqa: E731
-    setup = lambda: dense_crf(image, probs, 0, **DEFAULTS)  # noqa: E731
-    full(), setup()
-    totals, setups = [], []
-    for _ in range(args.runs):
-        for fn, bucket in ((full, totals), (setup, setups)):
-            t0 = time.perf_counter()
-            fn()
-            bucket.append(time.perf_counter() - t0)
-    per_iter = (min(totals) - min(setups)) / max(args.iterations, 1)
-    emit(kind="dense_crf", iterations=args.iterations, seconds_min=min(totals),
-         seconds_median=statistics.median(totals), setup_seconds_min=min(setups), per_iteration_seconds=per_iter)
-
+    per_iter = profile_case("native", image, probs, args.runs, args.iterations, emit)
     # Brute force: the dense N x N kernel product on a small image, extrapolated quadratically.
     sh, sw = args.small
     small = F.interpolate(torch.from_numpy(image).permute(2, 0, 1)[None].float(), size=(sh, sw),
@@ -134,10 +143,28 @@ def main():
          speedup_vs_lattice_per_iteration=brute_iter * factor / per_iter)
 
     exact = dense_crf(small, sprobs, args.iterations, method="brute", **DEFAULTS)
-    fast = dense_crf(small, sprobs, args.iterations, **DEFAULTS)
-    emit(kind="lattice_vs_brute_crf", small_size=[sh, sw], mean_abs_dq=(exact - fast).abs().mean().item(),
-         max_abs_dq=(exact - fast).abs().max().item(),
-         argmax_agreement=(exact.argmax(0) == fast.argmax(0)).float().mean().item())
+    for version, fn in (("new", dense_crf), ("v0", dense_crf_v0)):
+        fast = fn(small, sprobs, args.iterations, **DEFAULTS)
+        emit(kind="lattice_vs_brute_crf", version=version, small_size=[sh, sw],
+             mean_abs_dq=(exact - fast).abs().mean().item(), max_abs_dq=(exact - fast).abs().max().item(),
+             argmax_agreement=(exact.argmax(0) == fast.argmax(0)).float().mean().item())
+
+    g = torch.Generator().manual_seed(0)
+    large = F.interpolate(torch.from_numpy(image).permute(2, 0, 1)[None].float(), size=tuple(args.large),
+                          mode="bilinear", align_corners=False)[0].permute(1, 2, 0).round().clamp(0, 255)
+    cases = [("native", image, probs, args.runs),
+             ("large", large.to(torch.uint8).numpy(),
+              torch.softmax(3 * F.interpolate(torch.randn(1, 19, 32, 64, generator=g), size=tuple(args.large),
+                                              mode="bilinear", align_corners=False)[0], 0), args.large_runs)]
+    profile_case("large", cases[1][1], cases[1][2], args.large_runs, args.iterations, emit)
+    for name, img, prob, runs in cases:
+        fns = {"v0": lambda: dense_crf_v0(img, prob, 5, **DEFAULTS), "new": lambda: dense_crf(img, prob, 5, **DEFAULTS)}
+        best = best_of_interleaved(fns, runs)
+        old, new = fns["v0"](), fns["new"]()
+        emit(kind="before_after", case=name, size=list(img.shape[:2]), labels=prob.shape[0], iterations=5,
+             v0_seconds=round(best["v0"], 3), new_seconds=round(best["new"], 3),
+             speedup=round(best["v0"] / best["new"], 2), max_abs_dq=(old - new).abs().max().item(),
+             argmax_agreement=(old.argmax(0) == new.argmax(0)).float().mean().item())
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ the share of pixels whose label equals eager fp32's with the same TTA. One JSON 
 
     /work/bin/cpujob timing python benchmarks/predict_speed.py --root ../shared/data/camvid \\
         | tee benchmarks/results/predict_speed_2cpu_epyc.jsonl
+    python benchmarks/predict_speed.py --table benchmarks/results/predict_speed_2cpu_epyc.jsonl  # docs' tables
 """
 from __future__ import annotations
 
@@ -68,8 +69,30 @@ def agreement(labels, reference) -> float:
     return same / sum(a.numel() for a in reference)
 
 
+def markdown_tables(path: str) -> str:
+    """The measurements of a results file as the Markdown tables of docs/deploy.md."""
+    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip().startswith("{")]
+    model_rows = [r for r in rows if "batch" in r]
+    cli_rows = [r for r in rows if "batch" not in r]
+    out = [f"Machine: {rows[0]['machine']}; model {rows[0]['model']} at {'x'.join(map(str, model_rows[0]['size']))}"
+           if model_rows else "",
+           "", "| variant | TTA | batch | images/s | ms / image | CPU ms / image | labels = eager fp32 | load |",
+           "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in model_rows:
+        out.append(f"| {r['variant']} | {r['tta']}{' (stored)' if r['stored_setting'] else ''} | {r['batch']} | "
+                   f"{r['images_per_s']:.2f} | {r['ms_per_image']:.1f} | {r['cpu_ms_per_image']:.1f} | "
+                   f"{100 * r['agreement']:.2f}% | {r['load']} |")
+    if cli_rows:
+        out += ["", "| whole command | images | wall s | images/s | CPU s | load |", "|---|---:|---:|---:|---:|---:|"]
+        for r in cli_rows:
+            out.append(f"| `{r['variant']}` | {r['images']} | {r['wall_s']} | {r['images_per_s']:.2f} | {r['cpu_s']} | "
+                       f"{r['load']} |")
+    return "\n".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--table", metavar="RESULTS.jsonl", help="print the Markdown tables of a results file and exit")
     ap.add_argument("--root", default="../shared/data/camvid")
     ap.add_argument("--model", default="bisenetv2.camvid")
     ap.add_argument("--images", type=int, default=16, help="validation images timed per variant")
@@ -78,6 +101,9 @@ def main() -> None:
     ap.add_argument("--skip", nargs="*", default=[], help="variants to leave out (e.g. compile)")
     ap.add_argument("--cli-images", type=int, default=101, help="images for the seglab predict run (0: none)")
     args = ap.parse_args()
+    if args.table:
+        print(markdown_tables(args.table))
+        return
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")
 

@@ -101,6 +101,30 @@ def client(port: int, data: bytes, stop_at: float, budget: list, lock: threading
     conn.close()
 
 
+def drive(port: int, data: bytes, *, clients: int, seconds: float, max_requests: int) -> dict:
+    """`clients` threads posting `data` to the server on `port` for `seconds` (at most `max_requests` in
+    all): requests/s, latency percentiles of the answered ones, 503s, errors and the mean batch.
+    (tests/serve/test_serve_load.py runs this against an in-process server.)"""
+    results: list = []
+    lock, budget = threading.Lock(), [max_requests]
+    start = time.monotonic()
+    threads = [threading.Thread(target=client, args=(port, data, start + seconds, budget, lock, results))
+               for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - start
+    ok = [r for r in results if r[0] == 200]
+    lat = sorted(1000 * r[1] for r in ok)
+    pct = (lambda q: round(float(np.percentile(lat, q)), 1)) if lat else (lambda q: None)
+    return {"clients": clients, "seconds": round(elapsed, 1), "requests": len(results), "ok": len(ok),
+            "rejected_503": sum(r[0] == 503 for r in results),
+            "errors": sum(r[0] not in (200, 503) for r in results),
+            "requests_per_s": round(len(ok) / elapsed, 3), "p50_ms": pct(50), "p95_ms": pct(95), "p99_ms": pct(99),
+            "mean_batch": round(statistics.mean(r[2] for r in ok), 2) if ok else None}
+
+
 def run_setting(args, data: bytes, name: str, clients: int, extra: list[str]) -> dict:
     server = Server(args.model, extra, args.threads)
     try:
@@ -109,27 +133,10 @@ def run_setting(args, data: bytes, name: str, clients: int, extra: list[str]) ->
             conn.request("POST", "/predict", body=data, headers={"Content-Type": "image/png"})
             assert conn.getresponse().status == 200
             conn.close()
-        results: list = []
-        lock, budget = threading.Lock(), [args.max_requests]
-        start = time.monotonic()
-        threads = [threading.Thread(target=client, args=(server.port, data, start + args.seconds, budget, lock, results))
-                   for _ in range(clients)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        elapsed = time.monotonic() - start
+        stats = drive(server.port, data, clients=clients, seconds=args.seconds, max_requests=args.max_requests)
     finally:
         server.stop()
-    ok = [r for r in results if r[0] == 200]
-    lat = sorted(1000 * r[1] for r in ok)
-    pct = (lambda q: round(float(np.percentile(lat, q)), 1)) if lat else (lambda q: None)
-    return {"bench": "serve_load", "setting": name, "model": args.model, "clients": clients,
-            "server_args": " ".join(extra), "seconds": round(elapsed, 1), "requests": len(results), "ok": len(ok),
-            "rejected_503": sum(r[0] == 503 for r in results),
-            "errors": sum(r[0] not in (200, 503) for r in results),
-            "requests_per_s": round(len(ok) / elapsed, 3), "p50_ms": pct(50), "p95_ms": pct(95), "p99_ms": pct(99),
-            "mean_batch": round(statistics.mean(r[2] for r in ok), 2) if ok else None}
+    return {"bench": "serve_load", "setting": name, "model": args.model, "server_args": " ".join(extra), **stats}
 
 
 def forward_batching(args, data: bytes, runs: int = 3) -> dict:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import statistics
 import time
@@ -50,6 +51,21 @@ def timed(fn, runs: int, warmup: int = 2) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def best_of_interleaved(fns: dict, runs: int) -> dict:
+    """Minimum wall time (s) of each callable over `runs` rounds, the callables taking turns within each
+    round (after one warm-up call each): a before/after pair then sees the same machine load, and the
+    minimum is the least disturbed run on a shared machine."""
+    for fn in fns.values():
+        fn()
+    best = {name: math.inf for name in fns}
+    for _ in range(runs):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return best
 
 
 def matmul_peak(dtype: torch.dtype, n: int = 2048, runs: int = 5) -> float:

@@ -55,11 +55,12 @@ def request(port: int, method: str, path: str, body: bytes | None = None, header
         conn.close()
 
 
-def post_image(port: int, data: bytes, query: str = "", *, multipart: bool = False, timeout: float = 120):
+def post_image(port: int, data: bytes, query: str = "", *, multipart: bool = False, timeout: float = 120,
+               filename: str = "x.png"):
     """POST /predict with `data` as the raw body or as a multipart file part named `image`."""
     if multipart:
         boundary = uuid.uuid4().hex
-        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"x.png\"\r\n"
+        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{filename}\"\r\n"
                 f"Content-Type: image/png\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
         headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
     else:
@@ -95,9 +96,10 @@ def decode_map(m: dict) -> np.ndarray:
     return np.frombuffer(base64.b64decode(m["data"]), dtype).reshape(m["height"], m["width"])
 
 
-def save_tiny_model(path: Path, name: str, *, num_classes: int, classes=None, inference=None, **kwargs) -> Path:
+def save_tiny_model(path: Path, name: str, *, num_classes: int, classes=None, inference=None, train_size=None,
+                    **kwargs) -> Path:
     """A tiny untrained model of entrypoint `name` as a seglab model file (class names, palette, stored
-    inference settings)."""
+    inference settings, the training images' size [h, w])."""
     import torch
 
     from seglab import hub
@@ -107,4 +109,4 @@ def save_tiny_model(path: Path, name: str, *, num_classes: int, classes=None, in
     model = hub.create_model(name, num_classes=num_classes, **kwargs)
     return hub.save_model(model, path, classes=classes or [f"class{i}" for i in range(num_classes)],
                           palette=[list(c) for c in default_palette(num_classes)],
-                          extra={"inference": inference} if inference else None)
+                          extra={k: v for k, v in (("inference", inference), ("train_size", train_size)) if v} or None)

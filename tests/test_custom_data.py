@@ -173,3 +173,106 @@ def test_rgb_colour_masks_convert_through_a_data_sets_palette(flat_folder, tmp_p
                  "--unknown", "ignore"]) == 0
     written = next((tmp_path / "o3" / "labels").rglob(first.name))
     assert np.all(np.asarray(Image.open(written)) == 255)
+
+
+def test_colour_masks_in_the_folder_layout_point_to_the_converter(converted, tmp_path, capsys):
+    """RGB masks where class indices belong: data check and train both name `seglab data convert --palette`."""
+    import shutil
+
+    root = tmp_path / "rgb_layout"
+    shutil.copytree(converted, root)
+    for split in ("train", "val"):
+        for f in (root / "labels" / split).iterdir():
+            m = np.asarray(Image.open(f)) > 0
+            Image.fromarray(np.where(m[..., None], CAMVID_PALETTE[9], CAMVID_PALETTE[0]).astype(np.uint8)).save(f)
+    assert main(["data", "check", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert "mode RGB" in err and "seglab data convert SRC --out DST --palette" in err
+    assert main(["train", str(_config(tmp_path / "cfg.yaml", root, tmp_path / "run"))]) == 2
+    line = _one_error_line(capsys)
+    assert "mode RGB" in line and "seglab data convert SRC --out DST --palette" in line
+
+
+def test_the_two_documented_commands_fine_tune_the_shipped_model(converted, tmp_path, capsys):
+    """docs/custom_data.md's second command as written (the `examples/folder` recipe: bisenetv2.camvid with
+    reinit_heads), shortened to one epoch on small crops; `converted` ran the first one."""
+    run = tmp_path / "run"
+    assert main(["train", "examples/folder", f"data.root={converted}", "data.kwargs.label_map={255: 1}",
+                 "train.epochs=1", "data.crop_size=[64,64]", "data.batch_size=3", f"train.out_dir={run}"]) == 0
+    log = capsys.readouterr().out
+    assert "bisenetv2.camvid.safetensors" in log and "re-initialised (model.reinit_heads)" in log
+    assert "head.2.weight" in log
+    meta = seglab.hub.read_model_metadata(run / "best.safetensors")
+    assert meta["name"] == "bisenetv2" and meta["classes"] == ["background", "person"]
+
+
+def test_train_warns_about_a_class_without_training_pixels(converted, tmp_path, capsys):
+    cfg = _config(tmp_path / "cfg.yaml", converted, tmp_path / "run", label_map={255: 1},
+                  classes=["background", "person", "bicycle"])
+    assert main(["train", str(cfg), "train.epochs=1"]) == 0
+    assert "warning: train split: no training pixels for class 2 ('bicycle')" in capsys.readouterr().out
+
+
+def test_instance_id_masks_convert_to_coco_that_coco_instances_reads(tmp_path, capsys):
+    """Penn-Fudan's own masks are instance-id PNGs (pedestrian k = value k): --instances writes the COCO
+    layout, and `coco_instances` with data.root alone reads back every pedestrian as its mask."""
+    import shutil
+
+    from conftest import SHARED
+
+    from seglab.data.datasets import build_dataset
+
+    src = SHARED / "data" / "pennfudan"
+    if not src.is_dir():
+        pytest.skip(f"{src} not found: reference data is only in the project workspace")
+    flat = tmp_path / "flat"
+    (flat / "images").mkdir(parents=True)
+    (flat / "masks").mkdir()
+    truth = {}
+    for name in sorted(p.stem for p in (src / "PNGImages").glob("*.png"))[:4]:
+        img = Image.open(src / "PNGImages" / f"{name}.png").convert("RGB")
+        size = (64, round(64 * img.height / img.width))
+        img.resize(size, Image.BILINEAR).save(flat / "images" / f"{name}.png")
+        ids = Image.open(src / "PedMasks" / f"{name}_mask.png").resize(size, Image.NEAREST)
+        ids.save(flat / "masks" / f"{name}.png")
+        truth[f"{name}.png"] = np.asarray(ids)
+    out = tmp_path / "coco"
+    assert main(["data", "convert", str(flat), "--out", str(out), "--instances", "--classes", "person",
+                 "--split", "0.5"]) == 0
+    assert "data.name=coco_instances data.root=" in capsys.readouterr().out
+    seen = 0
+    for split in ("train", "val"):
+        ds = build_dataset("coco_instances", root=str(out), split=split)
+        assert ds.classes == ["person"] and len(ds) == 2
+        for i in range(len(ds)):
+            ids = truth[ds.images[i]["file_name"]]
+            target = ds.load_target(i, *ids.shape)
+            expected = [ids == k for k in np.unique(ids[ids > 0])]
+            assert len(target["masks"]) == len(expected) > 0
+            assert all(np.array_equal(m, e) for m, e in zip(target["masks"], expected))
+            seen += 1
+    assert seen == 4
+    assert main(["data", "convert", str(flat), "--out", str(tmp_path / "x"), "--instances",
+                 "--classes", "a,b", "--split", "0.5"]) == 2
+    assert "one class for every object" in _one_error_line(capsys)
+    binary = tmp_path / "binary"
+    shutil.copytree(flat, binary)
+    for f in (binary / "masks").iterdir():
+        Image.fromarray(np.where(np.asarray(Image.open(f)) > 0, 255, 0).astype(np.uint8)).save(f)
+    assert main(["data", "convert", str(binary), "--out", str(tmp_path / "b"), "--instances", "--split", "0.5"]) == 0
+    assert "each image became one object" in capsys.readouterr().out
+    assert "each image became one object" not in _convert_log(flat, tmp_path / "c", capsys)
+
+
+def _convert_log(src, out, capsys) -> str:
+    assert main(["data", "convert", str(src), "--out", str(out), "--instances", "--split", "0.5"]) == 0
+    return capsys.readouterr().out
+
+
+def test_a_flat_folder_given_to_check_or_train_says_to_split_it(flat_folder, tmp_path, capsys):
+    """The user's folder as it comes (images/ and masks/ side by side) is what they try first."""
+    assert main(["data", "check", str(flat_folder)]) == 2
+    line = _one_error_line(capsys)
+    assert "a flat folder" in line and f"seglab data convert {flat_folder} --out DST --split 0.8" in line
+    assert main(["train", str(_config(tmp_path / "cfg.yaml", flat_folder, tmp_path / "run"))]) == 2
+    assert f"seglab data convert {flat_folder} --out DST --split 0.8" in _one_error_line(capsys)

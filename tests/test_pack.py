@@ -97,3 +97,12 @@ def test_pack_stores_a_prediction_size_and_keeps_the_training_size(trained_file,
     assert packed.seglab_config["inference"] == {"tta": {"flip": True, "scales": [1.0]}, "imgsz": 96}
     _, predictor, options = load_predictor(packed, device="cpu")
     assert options.resize.short_side == 96 and predictor.flip
+
+
+def test_pack_to_an_export_suffix_is_refused_and_names_seglab_export(trained_file, tmp_path, capsys):
+    _, src = trained_file
+    for name, fmt in [("model.onnx", "onnx"), ("model.pt2", "pt2")]:
+        assert main(["pack", str(src), "--out", str(tmp_path / name)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert f"--format {fmt}" in err and "seglab export" in err and len(err.splitlines()) == 1
+        assert not (tmp_path / name).exists()

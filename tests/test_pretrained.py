@@ -52,6 +52,17 @@ def test_models_pretrained_and_info_print_the_registry(capsys):
     assert "nor a shipped model: bisenetv2.camvid" in capsys.readouterr().err
 
 
+def test_plain_models_listing_names_the_shipped_weights(capsys):
+    """`seglab models` lists architectures; without this line the weights that ship are invisible there."""
+    assert main(["models"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("pretrained weights: bisenetv2.camvid") and "model.weights=NAME" in last
+    assert main(["models", "bisenet"]) == 0
+    assert "pretrained weights that match: bisenetv2.camvid" in capsys.readouterr().out
+    assert main(["models", "--task", "instance"]) == 0  # no instance weights ship: no such line
+    assert "pretrained weights" not in capsys.readouterr().out
+
+
 def test_info_on_a_training_output_names_its_data_set_and_config(tmp_path, tiny_synthetic, capsys):
     from seglab.config import config_from_dict
     from seglab.engine import train
@@ -73,3 +84,25 @@ def test_config_list_and_show(capsys):
     shown = capsys.readouterr().out
     assert shown == (RECIPES / "camvid" / "bisenetv2.yaml").read_text()
     assert main(["config", "show", "camvid/nope"]) == 2
+
+
+def test_the_wheel_holds_every_recipe_and_the_shipped_weights(tmp_path):
+    """Recipes and weights reach an installed seglab only through package-data: build the wheel and look."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+    from pathlib import Path
+
+    pytest.importorskip("setuptools")
+    repo = Path(__file__).resolve().parents[1]
+    src = tmp_path / "src"  # a copy, so that the build's own folders stay out of the working tree
+    shutil.copytree(repo, src, symlinks=True, ignore=shutil.ignore_patterns(".venv", ".git", "runs", "build", "*.egg-info",
+                                                                            "__pycache__", "tests", "benchmarks", "docs"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(src), "-w",
+                    str(tmp_path / "dist")], check=True, capture_output=True, timeout=120)
+    names = set(zipfile.ZipFile(next((tmp_path / "dist").glob("seglab-*.whl"))).namelist())
+    recipes = {f"seglab/configs/{p.relative_to(repo / 'configs').as_posix()}" for p in (repo / "configs").rglob("*.yaml")}
+    assert "seglab/configs/camvid/bisenetv2.yaml" in recipes and recipes <= names
+    shipped = {f"seglab/weights/{p.name}" for p in hub.PACKAGE_WEIGHTS.iterdir() if p.suffix in (".safetensors", ".json")}
+    assert "seglab/weights/bisenetv2.camvid.safetensors" in shipped and shipped <= names

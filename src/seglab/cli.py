@@ -56,8 +56,14 @@ def cmd_models(args) -> int:
     if args.num_things is not None and not 1 <= args.num_things <= args.num_classes:
         raise SeglabError(f"--num-things must be between 1 and --num-classes ({args.num_classes}), got {args.num_things}")
     if not args.params:
+        from .pretrained import list_pretrained
+
         for n in names:
             print(f"{n:<28} {model_task(n)}")
+        shipped = [c["name"] for c in list_pretrained(args.filter) if args.task in (None, c["task"])]
+        if shipped:  # the architectures alone hide the weights that ship with them
+            print(f"pretrained weights{' that match' if args.filter else ''}: {', '.join(shipped)} (seglab models "
+                  f"--pretrained lists them; use a name as model.weights=NAME or --checkpoint NAME)")
         return 0
     from .utils.params import count_parameters
 
@@ -115,8 +121,20 @@ def cmd_data(args) -> int:
             raise SeglabError(f"data check found {len(problems)} problem(s); the first: {problems[0]}")
         _log("data check passed: every image has its label, sizes agree, every class has training pixels")
         return 0
-    from .data.convert import convert_folder
+    from .data.convert import convert_folder, convert_instance_masks
 
+    if args.instances:
+        if args.palette:
+            raise SeglabError("--instances reads instance-id PNGs; --palette is for colour-coded semantic masks")
+        classes = args.classes.split(",") if args.classes else ["object"]
+        if len(classes) != 1:
+            raise SeglabError(f"--instances: one class for every object (--classes person), got {args.classes!r}")
+        counts = convert_instance_masks(args.root, args.out, images=args.images, masks=args.masks,
+                                        mask_suffix=args.mask_suffix, class_name=classes[0], split=args.split,
+                                        seed=args.seed, log=_log)
+        _log(f"wrote {sum(counts.values())} images to {args.out}; train an instance model on them with "
+             f"data.name=coco_instances data.root={args.out}")
+        return 0
     counts = convert_folder(args.root, args.out, images=args.images, masks=args.masks, mask_suffix=args.mask_suffix,
                             palette=args.palette, split=args.split, seed=args.seed, unknown=args.unknown, log=_log,
                             classes=args.classes.split(",") if args.classes else None)
@@ -210,6 +228,8 @@ def cmd_predict(args) -> int:
     from .engine import predict_to_folder
     from .inference.inputs import default_out_dir
 
+    if args.checkpoint and args.model:  # which one would predict? (the file won silently)
+        raise SeglabError(f"predict takes --checkpoint ({args.checkpoint}) or --model ({args.model}), not both")
     source = args.checkpoint or args.model
     if not source:
         raise SeglabError("predict needs --checkpoint PATH (a .safetensors or .onnx model file) or --model NAME")
@@ -305,9 +325,10 @@ def _add_inference_options(s: argparse.ArgumentParser, *, crf: bool = True) -> N
                    help="autocast precision (default fp32); bf16 is about 2x faster on CPUs with AVX-512 bf16 "
                         "and on recent GPUs, with slightly different numbers")
     s.add_argument("--bf16", action="store_true", help="the same as --precision bf16")
-    s.add_argument("--backend", choices=["auto", "eager"], default=None,
+    s.add_argument("--backend", choices=["auto", "eager", "compile"], default=None,
                    help="auto (default): the fastest path that keeps the labels (BatchNorm folded, channels-last); "
-                        "eager: the model as it is")
+                        "eager: the model as it is; compile: auto + torch.compile (compile time reported, eager "
+                        "fallback)")
     _add_device_option(s)
 
 
@@ -469,6 +490,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "e.g. background,person")
     c.add_argument("--unknown", choices=["error", "ignore"], default="error",
                    help="a colour outside the palette: stop (default) or map it to the ignore index 255")
+    c.add_argument("--instances", action="store_true", help="the masks are instance-id PNGs (0 = background, k = "
+                   "object k): write COCO instance annotations (--classes names the one class)")
     c.add_argument("--split", type=float, default=None, help="fraction of a flat folder's images for train, e.g. 0.8")
     c.add_argument("--seed", type=int, default=0, help="seed of the random split (default 0)")
     c.set_defaults(func=cmd_data)

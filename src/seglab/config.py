@@ -81,7 +81,12 @@ class DataConfig(_Strict):
     crop_size: tuple[PositiveInt, PositiveInt] = (128, 128)
     scale_range: tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)]] = (0.5, 2.0)
     hflip: bool = True
-    color_jitter: float = Field(0.2, ge=0)
+    # Photometric training augmentation (seglab.data.transforms.Photometric). color_jitter unset: 0.2 for
+    # semantic models, off for instance and panoptic ones (their recipes were measured without it).
+    color_jitter: float | None = Field(None, ge=0, le=1)
+    gamma: float = Field(0.0, ge=0, le=0.9)
+    blur_prob: float = Field(0.0, ge=0, le=1)
+    noise_std: float = Field(0.0, ge=0, le=1)
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[Annotated[float, Field(gt=0)], ...] = IMAGENET_STD
     batch_size: int = Field(8, gt=0, description="per process: the global batch is batch_size x processes "
@@ -111,6 +116,14 @@ class OHEMConfig(_Strict):
     """Online hard example mining for the cross-entropy (`SegmentationLoss(ohem_thresh=...)`)."""
     thresh: float = Field(0.7, gt=0, le=1)
     min_kept: float = Field(1 / 16, gt=0, le=1)
+
+
+class EMAConfig(_Strict):
+    """An exponential moving average of the weights (`seglab.engine.ema.ModelEMA`): validated, kept as
+    best.safetensors and stored in last.pt. `warmup`: the decay ramps up as (1 + n) / (10 + n) over the
+    first updates n, so the early average does not hold on to the random initialisation."""
+    decay: float = Field(0.999, gt=0, lt=1)
+    warmup: bool = True
 
 
 class TrainConfig(_Strict):
@@ -154,6 +167,9 @@ class TrainConfig(_Strict):
     # pretrained trunk, or dotted module paths), and a learning-rate factor for the trunk.
     freeze: list[str] = []
     backbone_lr_mult: float = Field(1.0, gt=0)
+    # Validate and keep (best.safetensors) an exponential moving average of the weights (engine/ema.py),
+    # e.g. ema: {decay: 0.999}
+    ema: EMAConfig | None = None
     # image_labels: MIL-FCN's multi-class MIL loss on image-level class lists (seglab.engine.weak)
     supervision: Literal["pixel", "image_labels"] = "pixel"
 

@@ -95,6 +95,10 @@ def _is_seglab_file(path: Path) -> bool:
     return True
 
 
+# Suffixes of the export formats (seglab export), which a safetensors model file must not carry.
+EXPORT_SUFFIXES = {".onnx": "onnx", ".pt": "torchscript", ".pt2": "pt2"}
+
+
 def save_model(model: nn.Module, path, *, classes: list[str] | None = None,
                palette: list | None = None, extra: dict | None = None, half: bool = False) -> Path:
     """Write the model's weights and how to rebuild it to a safetensors file (atomically).
@@ -104,11 +108,15 @@ def save_model(model: nn.Module, path, *, classes: list[str] | None = None,
     config = dict(getattr(model, "seglab_config", {}))
     if not config:
         raise ValueError("model was not built by seglab.create_model; cannot record how to rebuild it")
+    path = Path(path)
+    fmt = EXPORT_SUFFIXES.get(path.suffix.lower())
+    if fmt is not None:  # a safetensors file named model.onnx would only fail later, in onnxruntime
+        raise SeglabError(f"{path}: seglab model files are .safetensors; to write {path.suffix} use "
+                          f"seglab export MODEL --format {fmt} --out {path.name}")
     meta = {**config, "classes": classes, "palette": palette, **(extra or {})}
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     if half:
         tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
-    path = Path(path)
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"seglab": json.dumps(meta)})
     return path

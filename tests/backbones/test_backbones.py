@@ -39,3 +39,19 @@ def test_vgg16_atrous_keeps_stride_8_and_dilates_conv5():
 def test_unknown_backbone_suggests_close_name():
     with pytest.raises(SeglabError, match="resnet50"):
         create_backbone("resnet05")
+
+
+def test_resnet_group_norm_is_batch_independent_and_keeps_names():
+    from seglab.backbones import create_backbone
+
+    bn = create_backbone("resnet18", width=16)
+    gn = create_backbone("resnet18", width=16, norm="gn")
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in gn.modules())
+    assert gn.layer1[0].bn1.num_groups == 4 and gn.layer4[0].bn1.num_groups == 32  # 16 and 128 channels
+    assert set(gn.state_dict()) == {k for k in bn.state_dict() if "running_" not in k and "num_batches" not in k}
+    x = torch.randn(3, 3, 32, 32)
+    gn.train()
+    alone, batched = gn(x[:1])[-1], gn(x)[-1][:1]
+    assert torch.allclose(alone, batched, atol=1e-5)  # a sample's features do not depend on the batch
+    with pytest.raises(ValueError, match="norm must be one of"):
+        create_backbone("resnet18", norm="ln")

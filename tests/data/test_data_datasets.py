@@ -144,3 +144,23 @@ def test_synthetic_dataset(tmp_path):
     loader = torch.utils.data.DataLoader(ds, batch_size=3, num_workers=1)
     batch = next(iter(loader))
     assert batch["image"].shape == (3, 3, 24, 24) and batch["mask"].shape == (3, 24, 24)
+
+
+def test_camvid_sequence_held_out_folds(shared_dir):
+    """configs/camvid/folds: for each of CamVid's three train + val sequences, the images of the other two
+    (training) and of that one (validation), read as list-file splits; together they are train + val."""
+    from pathlib import Path
+
+    root = shared_dir / "data" / "camvid"
+    folds = Path(__file__).resolve().parents[2] / "configs" / "camvid" / "folds"
+    trainval = {p for p, _ in CamVid(root, split="trainval").samples}
+    assert len(trainval) == 468
+    for seq, size in (("0001TP", 62), ("0006R0", 101), ("0016E5", 305)):
+        train = CamVid(root, split=str(folds / f"without_{seq}.txt"))
+        val = CamVid(root, split=str(folds / f"only_{seq}.txt"))
+        train_paths, val_paths = {p for p, _ in train.samples}, {p for p, _ in val.samples}
+        assert len(val_paths) == size and all(p.name.startswith(seq) for p in val_paths)
+        assert not any(p.name.startswith(seq) for p in train_paths)
+        assert train_paths | val_paths == trainval and not train_paths & val_paths
+    with pytest.raises(SeglabError, match="unknown split 'fold1'"):
+        CamVid(root, split="fold1")

@@ -103,3 +103,36 @@ def test_set_random_seed_restarts_the_stream():
     assert all(torch.equal(x, y) for x, y in zip(a, b))
     t.set_random_seed(12)
     assert not all(torch.equal(x, t(image, mask)[1]) for x in a)
+
+
+def test_photometric_gamma_blur_noise_change_pixels_only_and_repeat_with_the_seed():
+    from seglab.data.instances import InstanceTrainTransform
+    from seglab.data.transforms import Photometric
+
+    image, mask = _blocky(32, 40)
+    image[:] = 128  # flat grey: blur alone changes nothing, gamma and noise do
+    plain = TrainTransform(crop_size=(32, 40), scale_range=(1.0, 1.0), hflip=False, color_jitter=0)
+    heavy = TrainTransform(crop_size=(32, 40), scale_range=(1.0, 1.0), hflip=False, color_jitter=0,
+                           gamma=0.5, blur_prob=1.0, noise_std=0.1)
+    heavy.set_random_seed(3)
+    a, ma = heavy(image, mask)
+    heavy.set_random_seed(3)
+    b, _ = heavy(image, mask)
+    ref, mref = plain(image, mask)
+    assert torch.equal(a, b) and torch.equal(ma, mref) and torch.equal(ma, torch.from_numpy(mask))
+    assert (a - ref).abs().mean() > 0.05 and a.flatten(1).std(1).min() > 0.05  # noise and gamma applied
+    assert ref.flatten(1).std(1).max() == 0
+    assert not Photometric() and Photometric(noise_std=0.1)
+    with pytest.raises(SeglabError, match=r"gamma must be in \[0, 0.9\]"):
+        TrainTransform(gamma=1.5)
+    # the instance transform draws from torch's generator; masks and boxes are untouched
+    target = {"boxes": np.array([[0, 0, 4, 4]], np.float32), "labels": np.zeros(1, np.int64),
+              "masks": np.pad(np.ones((1, 4, 4), bool), ((0, 0), (0, 28), (0, 36))), "iscrowd": np.zeros(1, bool)}
+    t = InstanceTrainTransform(crop_size=None, scale_range=(1.0, 1.0), hflip=False, gamma=0.5, noise_std=0.1)
+    torch.manual_seed(0)
+    x1, t1 = t(image, target)
+    torch.manual_seed(0)
+    x2, _ = pickle.loads(pickle.dumps(t))(image, target)
+    x3, _ = InstanceTrainTransform(crop_size=None, scale_range=(1.0, 1.0), hflip=False)(image, target)
+    assert torch.equal(x1, x2) and (x1 - x3).abs().mean() > 0.05 and x3.flatten(1).std(1).max() == 0
+    assert t1["boxes"].tolist() == [[0, 0, 4, 4]] and t1["masks"].sum() == 16

@@ -167,3 +167,27 @@ def test_resume_with_another_process_count_is_refused(tiny_synthetic, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "seglab", "train", str(cfg), "train.epochs=2", "--resume"],
                           capture_output=True, text=True, env=_env())
     assert proc.returncode == 2 and "2 process(es)" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_two_gloo_processes_keep_the_same_weight_average_as_one(tiny_synthetic, tmp_path):
+    """train.ema under DDP: every rank averages the same weights, so the average in last.pt matches a
+    one-process run's (up to the rounding of the synchronised BatchNorm run above), and best.safetensors
+    holds the average."""
+    common = {"sync_bn": True, "ema": {"decay": 0.5}}
+    one = _write_cfg(tmp_path / "one.yaml", tiny_synthetic, tmp_path / "one", batch=4, **common)
+    two = _write_cfg(tmp_path / "two.yaml", tiny_synthetic, tmp_path / "two", batch=2, **common)
+    _one_process(one)
+    _run(_torchrun(two))
+    a, b = load_checkpoint(tmp_path / "one" / "last.pt"), load_checkpoint(tmp_path / "two" / "last.pt")
+    assert a["ema"]["updates"] == b["ema"]["updates"] > 0
+    ema_a, ema_b = a["ema"]["model"], b["ema"]["model"]
+    floats = [k for k in ema_a if ema_a[k].is_floating_point()]
+    diff = sum(float((ema_a[k] - ema_b[k]).pow(2).sum()) for k in floats)
+    norm = sum(float(ema_a[k].pow(2).sum()) for k in floats)
+    assert (diff / norm) ** 0.5 <= 1e-4
+    assert any(not torch.equal(ema_b[k], b["model"][k]) for k in floats), "the average is not the trained weights"
+    if b["best"]["epoch"] == len(b["history"]):
+        import seglab
+
+        best = seglab.load_model(tmp_path / "two" / "best.safetensors").state_dict()
+        assert all(torch.equal(best[k], ema_b[k]) for k in floats)

@@ -157,3 +157,13 @@ def test_seglab_eval_runs_an_onnx_file_like_its_model(tiny_synthetic, tmp_path, 
         assert main(["eval", str(cfg), "--checkpoint", str(ckpt), "--out", str(tmp_path / out)]) == 0
     pt, onnx = (json.loads((tmp_path / o / "eval_metrics.json").read_text()) for o in ("pt", "onnx"))
     assert np.array_equal(pt["confusion"], onnx["confusion"])
+
+
+def test_without_the_onnx_extra_an_onnx_file_is_a_one_line_error_naming_it(model_file, tmp_path, capsys, monkeypatch):
+    path, images = model_file
+    onnx_path = export_model(path, "onnx", out=tmp_path / "m.onnx", imgsz="48x64").path
+    monkeypatch.setitem(__import__("sys").modules, "onnxruntime", None)  # as on an install without seglab[onnx]
+    assert main(["predict", "--checkpoint", str(onnx_path), str(images), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "pip install 'seglab[onnx]'" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "o").exists()

@@ -143,3 +143,18 @@ def test_fully_connected_fusion_adds_one_class_agnostic_map():
     torch.testing.assert_close(added, added[:, :1].expand_as(added))
     torch.testing.assert_close(added[:, 0], heads.mask_fc_fusion(
         heads.mask_head.run(heads.mask_roi_pool(features, box, [IMAGE]), tap=0)[1])[:, 0])
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"mask_fc_fusion": True}, {"adaptive_pooling": True}])
+def test_labelled_mask_forward_is_the_chosen_channel_of_the_full_one(kwargs):
+    """Inference computes only each RoI's class map (channels-last head, one batched row product); it
+    must equal that channel of the all-class logits the simple path computes."""
+    heads = _heads(**kwargs).eval()
+    features = [f.detach() for f in _features()]
+    boxes = [torch.tensor([[8.0, 8.0, 40.0, 40.0], [30.0, 20.0, 60.0, 50.0], [2.0, 3.0, 12.0, 60.0]])]
+    labels = torch.tensor([2, 0, 3])
+    with torch.no_grad():
+        full = heads.mask_forward(features, boxes, [IMAGE])
+        chosen = heads.mask_forward(features, boxes, [IMAGE], labels=labels)
+    assert chosen.shape == (3, 28, 28)
+    torch.testing.assert_close(chosen, full[torch.arange(3), labels], rtol=1e-5, atol=1e-5)

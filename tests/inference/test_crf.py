@@ -198,3 +198,29 @@ def test_invalid_options_raise():
                       ({"method": "exact"}, "method"), ({"method": "brute"}, "at most")]:
         with pytest.raises(ValueError, match=match):
             dense_crf(image, probs, **kw)
+
+
+def test_softmax_rows_match_torch_softmax_and_fall_back_on_overflow():
+    from seglab.inference.crf import _softmax_rows
+
+    g = torch.Generator().manual_seed(0)
+    logp = torch.log_softmax(3 * torch.randn(500, 11, generator=g), 1)
+    logits = logp + 4 * torch.rand(500, 11, generator=g)              # messages add at most sum w_m
+    out = torch.empty_like(logits)
+    _softmax_rows(logits, out)
+    torch.testing.assert_close(out, torch.softmax(logits, 1), rtol=1e-6, atol=1e-7)
+    huge = logp + 500 * torch.rand(500, 11, generator=g)               # exp would overflow: torch.softmax
+    _softmax_rows(huge, out)
+    torch.testing.assert_close(out, torch.softmax(huge, 1))
+    tiny = logp - 500                                                  # would underflow to zero rows
+    _softmax_rows(tiny, out)
+    torch.testing.assert_close(out, torch.softmax(tiny, 1))
+
+
+def test_dense_crf_leaves_its_inputs_untouched():
+    image = random_image(9, 7, seed=4)
+    probs = torch.softmax(torch.randn(3, 9, 7, generator=torch.Generator().manual_seed(4)), 0)
+    for p in (probs, probs[:1].expand(1, 9, 7).clone().fill_(1.0)):      # one label: every view is a view
+        before = p.clone()
+        dense_crf(image, p, 2)
+        assert torch.equal(p, before)

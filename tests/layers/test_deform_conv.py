@@ -101,16 +101,32 @@ def test_fractional_offsets_match_reference(offset_groups, weight_groups, stride
     torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-5)
 
 
-def test_gradcheck_input_offset_weight_bias():
+@pytest.mark.parametrize("offset_groups,weight_groups", [(2, 1), (1, 2)])
+def test_gradcheck_input_offset_weight_bias(offset_groups, weight_groups):
+    """The gradients of the embedding_bag gather (scatter into the input, dot products for the corner
+    weights, autograd from there to the offsets) against finite differences, both matmul layouts."""
     torch.manual_seed(3)
     x = torch.randn(1, 2, 5, 4, dtype=torch.float64, requires_grad=True)
-    weight = torch.randn(3, 2, 3, 3, dtype=torch.float64, requires_grad=True)
-    bias = torch.randn(3, dtype=torch.float64, requires_grad=True)
-    # Fractional offsets (the output is piecewise linear in them, kinks at integer positions), 2 groups.
-    offset = (torch.rand(1, 2 * 2 * 9, 5, 2, dtype=torch.float64) * 2.4 - 1.2).requires_grad_()
+    weight = torch.randn(4, 2 // weight_groups, 3, 3, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    # Fractional offsets (the output is piecewise linear in them, kinks at integer positions).
+    offset = (torch.rand(1, 2 * offset_groups * 9, 5, 2, dtype=torch.float64) * 2.4 - 1.2).requires_grad_()
     assert torch.autograd.gradcheck(
         lambda a, o, w, b: deform_conv2d(a, o, w, b, stride=(1, 2), padding=1, dilation=(1, 1)),
         (x, offset, weight, bias), eps=1e-6, atol=1e-6)
+
+
+def test_bf16_input_samples_at_float32_positions():
+    # bf16 cannot hold 300.25 (its spacing there is 2), so positions are computed in float32: the bf16
+    # result matches the float32 one within bf16 rounding, sampled at the same places.
+    torch.manual_seed(4)
+    x = torch.randn(1, 3, 4, 320)
+    weight = torch.randn(2, 3, 3, 3)
+    offset = torch.full((1, 18, 4, 320), 0.25)
+    want = deform_conv2d(x, offset, weight, padding=1)
+    got = deform_conv2d(x.bfloat16(), offset.bfloat16(), weight.bfloat16(), padding=1)
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.float(), want, rtol=0.05, atol=0.15)
 
 
 def test_odd_sizes_and_module_starts_as_regular_conv():

@@ -64,3 +64,20 @@ def test_shapes_dtypes_and_errors():
         paste_masks_in_image(torch.ones(2, 4, 4), torch.zeros(3, 4), (6, 6))
     with pytest.raises(ConfigError, match="padding"):
         paste_masks_in_image(torch.ones(1, 4, 4), torch.zeros(1, 4), (6, 6), padding=-1)
+
+
+@pytest.mark.parametrize("padding", [0, 1])
+def test_thresholded_box_by_box_paste_equals_the_dense_paste(padding):
+    """The bool fast path (rows and columns each mask reaches, box by box) against thresholding the dense
+    batched paste: equal wherever the value is not within float rounding of the threshold."""
+    g = torch.Generator().manual_seed(1)
+    masks = torch.rand(40, 28, 28, generator=g)
+    xy = torch.rand(40, 2, generator=g) * 140 - 20                 # some boxes cross or leave the image
+    boxes = torch.cat([xy, xy + torch.rand(40, 2, generator=g) * 80 + 0.3], dim=1)
+    dense = paste_masks_in_image(masks, boxes, (100, 130), padding=padding)
+    fast = paste_masks_in_image(masks, boxes, (100, 130), padding=padding, threshold=0.5)
+    assert fast.dtype == torch.bool and fast.shape == (40, 100, 130)
+    clear = (dense - 0.5).abs() > 1e-5
+    assert torch.equal(fast[clear], (dense >= 0.5)[clear]) and fast.any()
+    assert torch.equal(paste_masks_in_image(masks, boxes, (100, 130), threshold=0.0), dense >= 0)
+    assert paste_masks_in_image(masks[:0], boxes[:0], (5, 6), threshold=0.5).dtype == torch.bool

@@ -177,3 +177,70 @@ def test_trimap_accuracy_counts_only_pixels_near_label_boundaries():
     trimap = TrimapAccuracy(widths=(1,))
     trimap.update(pred, target)
     assert trimap.compute()["trimap_acc@1px"] == pytest.approx(15 / 16)
+
+
+def random_case(rng, shape, num_classes, dtype, ignore_index, stray_pred_under_ignore=False):
+    target = rng.integers(0, num_classes, shape)
+    if ignore_index is not None:
+        target[rng.random(shape) < 0.2] = ignore_index
+    pred = np.where(rng.random(shape) < 0.7, target, rng.integers(0, num_classes, shape))
+    pred = np.where((pred < 0) | (pred >= num_classes), 0, pred)
+    if stray_pred_under_ignore:
+        pred[target == ignore_index] = num_classes + 7          # ignored pixels: never checked
+    return torch.from_numpy(pred).to(dtype), torch.from_numpy(target).to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int16, torch.int32, torch.int64])
+@pytest.mark.parametrize("num_classes, ignore_index", [(19, 255), (6, None), (4, 2), (150, 255), (5, -1),
+                                                       (3, 40000)])
+def test_fast_confusion_equals_the_checked_path(dtype, num_classes, ignore_index):
+    """The narrow-dtype bincount (or its fallback) gives the same matrix as the int64 boolean-mask path."""
+    from seglab.metrics.semantic import _checked_confusion
+
+    if ignore_index is not None and (ignore_index < 0 and dtype == torch.uint8 or ignore_index > 255
+                                     and dtype in (torch.uint8, torch.int16)):
+        pytest.skip("ignore_index not representable in this dtype")
+    rng = np.random.default_rng(num_classes)
+    for stray in ([False, True] if ignore_index is not None else [False]):
+        pred, target = random_case(rng, (2, 31, 37), num_classes, dtype, ignore_index, stray)
+        before = (pred.clone(), target.clone())
+        m = SemanticMetrics(num_classes, ignore_index=ignore_index)
+        m.update(pred, target)
+        want = _checked_confusion(pred, target, num_classes, ignore_index)
+        assert torch.equal(m.confusion, want)
+        assert want.sum() == (target.numel() if ignore_index is None else (target != ignore_index).sum())
+        assert torch.equal(pred, before[0]) and torch.equal(target, before[1])   # inputs untouched
+
+
+def test_fast_path_takes_bool_numpy_and_noncontiguous_inputs():
+    from seglab.metrics.semantic import _checked_confusion, _fast_confusion
+
+    rng = np.random.default_rng(3)
+    pred, target = random_case(rng, (40, 30), 2, torch.int64, 255)
+    m = SemanticMetrics(2)
+    m.update(pred.t(), target.t())                       # transposed views
+    m.update(pred.numpy().astype(np.uint8), target.numpy().astype(np.uint8))
+    m.update(pred.bool() & (target != 255), target.clamp_max(1).bool())
+    want = (2 * _checked_confusion(pred, target, 2, 255)
+            + _checked_confusion((pred.bool() & (target != 255)).long(), target.clamp_max(1), 2, 255))
+    assert torch.equal(m.confusion, want)
+    assert _fast_confusion(pred, target, 2, 255) is not None   # these cases do take the fast path
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int64])
+def test_fast_path_still_raises_the_checked_error(dtype):
+    m = SemanticMetrics(19)
+    target = torch.full((4, 5), 3, dtype=dtype)
+    pred = torch.zeros(4, 5, dtype=dtype)
+    target[1, 2], target[0, 0] = 19, 255                     # 255 ignored, 19 out of range
+    with pytest.raises(ValueError, match=r"target has values \[19\] outside \[0, 19\) \(ignore_index=255\)"):
+        m.update(pred, target)
+    target[1, 2] = 0
+    pred[2, 2] = 200
+    with pytest.raises(ValueError, match=r"pred has values \[200\] outside \[0, 19\)"):
+        m.update(pred, target)
+    if dtype == torch.int64:
+        pred[2, 2], target[3, 3] = 0, 2 ** 40                # too wide for the fast histogram
+        with pytest.raises(ValueError, match=r"target has values \[1099511627776\]"):
+            m.update(pred, target)
+    assert m.confusion.sum() == 0

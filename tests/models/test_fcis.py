@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from instance_scenes import objects_found, two_object_scenes
 
 import seglab
 from seglab import SeglabError
-from seglab.data.instances import masks_to_boxes
 
 TINY = {"width": 8, "mid_channels": 32, "k": 3, "roi_size": 9, "anchor_sizes": [16, 32],
         "rpn_post_nms_top_n_train": 64, "rpn_post_nms_top_n_test": 32, "batch_size_per_image": 32}
@@ -40,28 +40,10 @@ def test_settings_that_cannot_work_raise():
         seglab.create_model("fcis_resnet18", num_classes=3, **TINY)(torch.zeros(3, 32, 32))
 
 
-def _scene(size: int = 64) -> tuple[torch.Tensor, list[dict]]:
-    """Two images, each with a rectangle and a disc of distinct class colours on noise."""
-    g = torch.Generator().manual_seed(0)
-    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
-    colours = torch.tensor([[1.0, -1.0, 0.0], [-1.0, 1.0, 1.0], [0.0, 0.0, -1.0]])
-    scenes = [((0, (6, 8, 30, 34)), (1, (44, 42, 12))), ((2, (30, 4, 58, 26)), (0, (18, 44, 13)))]
-    images, targets = [], []
-    for (rect_class, (y0, x0, y1, x1)), (disc_class, (cy, cx, r)) in scenes:
-        masks = torch.stack([(yy >= y0) & (yy < y1) & (xx >= x0) & (xx < x1), (yy - cy) ** 2 + (xx - cx) ** 2 < r * r])
-        image = 0.2 * torch.randn(3, size, size, generator=g)
-        for m, c in zip(masks, (rect_class, disc_class)):
-            image[:, m] += colours[c][:, None]
-        images.append(image)
-        targets.append({"boxes": masks_to_boxes(masks), "labels": torch.tensor([rect_class, disc_class]),
-                        "masks": masks, "iscrowd": torch.zeros(2, dtype=torch.bool), "image_id": len(targets)})
-    return torch.stack(images), targets
-
-
 def test_ground_truth_rois_get_their_class_cropped_mask_and_zero_box_targets():
     torch.manual_seed(0)
     model = seglab.create_model("fcis_resnet18", num_classes=3, **TINY)
-    _, targets = _scene()
+    _, targets = two_object_scenes()
     targets = [model._without_crowd(t, torch.device("cpu")) for t in targets]
     no_proposals = [torch.zeros(0, 4), torch.zeros(0, 4)]
     rois, labels, mask_targets, box_targets = model.sample_rois(no_proposals, targets)
@@ -86,7 +68,7 @@ def test_images_of_different_sizes_give_masks_at_their_own_size():
 def test_loss_falls_and_the_fitted_model_finds_the_objects():
     torch.manual_seed(0)
     model = seglab.create_model("fcis_resnet18", num_classes=3, **TINY).train()
-    images, targets = _scene()
+    images, targets = two_object_scenes()
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     history = []
     for _ in range(150):
@@ -99,12 +81,5 @@ def test_loss_falls_and_the_fitted_model_finds_the_objects():
     # Inference in training mode: BatchNorm keeps the batch statistics it was fitted with.
     with torch.no_grad():
         results = model(images)
-    found = 0
-    for result, target in zip(results, targets):
-        top = slice(0, 10)
-        for gt_mask, gt_label in zip(target["masks"], target["labels"]):
-            same = result.labels[top] == gt_label
-            inter = (result.masks[top] & gt_mask).flatten(1).sum(1)
-            union = (result.masks[top] | gt_mask).flatten(1).sum(1)
-            found += int(((inter / union) * same).max() > 0.5)
+    found = objects_found(results, targets)
     assert found >= 3, f"only {found} of 4 objects found with mask IoU > 0.5"

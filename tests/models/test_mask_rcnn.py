@@ -166,3 +166,39 @@ def test_bf16_autocast_training_and_inference(name):
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         result = model.eval()(images)[0]
     assert result.masks.shape[1:] == (48, 48) and result.boxes.dtype == torch.float32
+
+
+def test_channels_last_inference_gives_the_same_detections():
+    """predict_instances converts Mask R-CNN's weights to channels-last (inference_layout): the same
+    detections as the NCHW forward, up to float rounding."""
+    import copy
+
+    from seglab.inference.instances import inference_layout, predict_instances
+
+    torch.manual_seed(0)
+    model = seglab.create_model("mask_rcnn_resnet18_fpn", num_classes=NUM_CLASSES, box_score_thresh=0.0,
+                                **TINY).eval()
+    images, _ = shapes_batch()
+    plain = copy.deepcopy(model)
+    with torch.no_grad():
+        want = plain([images[0]])[0]
+    got = predict_instances(model, images[0])
+    assert model.backbone.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert inference_layout(model) is model
+    assert got.boxes.shape[0] == want.boxes.shape[0] > 0
+    torch.testing.assert_close(got.boxes, want.boxes, rtol=0, atol=1e-3)
+    torch.testing.assert_close(got.scores, want.scores, rtol=0, atol=1e-4)
+    assert torch.equal(got.labels, want.labels)
+    assert (got.masks ^ want.masks).float().mean() < 1e-3
+
+
+def test_instance_predictor_keeps_the_layout_of_a_training_model():
+    """Validation during training hands the predictor a model in training mode: its weights stay NCHW (the
+    training run never switches memory format); a model handed over in eval mode is converted."""
+    from seglab.inference.instances import InstancePredictor
+
+    model = seglab.create_model("mask_rcnn_resnet18_fpn", num_classes=NUM_CLASSES, **TINY)
+    InstancePredictor(model.train())
+    assert not model.backbone.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    InstancePredictor(model.eval())
+    assert model.backbone.conv1.weight.is_contiguous(memory_format=torch.channels_last)

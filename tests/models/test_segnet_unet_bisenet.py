@@ -14,6 +14,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from unpool_checks import assert_unpooled_at_argmax
 
 import seglab
 from seglab import SeglabError
@@ -54,17 +55,7 @@ def test_segnet_decoder_uses_pooling_indices():
     pairs = _segnet_switch_maps(model, torch.randn(2, 3, 97, 131))
     assert len(pairs) == 5
     for level, (e, u) in enumerate(pairs):
-        assert u.shape == e.shape, f"level {level}: unpooled {tuple(u.shape)} != encoder {tuple(e.shape)}"
-        nz = u != 0
-        assert nz.any()
-        # Sparse: at most one non-zero per 2x2 window (ceil mode covers the odd last row / column) ...
-        per_window = F.avg_pool2d(nz.float(), 2, ceil_mode=True, divisor_override=1)
-        assert per_window.max() <= 1, f"level {level}: more than one value per pooling window"
-        # ... and only where the encoder feature had its window maximum.
-        h, w = e.shape[-2:]
-        window_max = F.max_pool2d(e, 2, ceil_mode=True).repeat_interleave(2, -2).repeat_interleave(2, -1)
-        at_max = e == window_max[..., :h, :w]
-        assert not (nz & ~at_max).any(), f"level {level}: unpooled values away from the encoder's argmax"
+        assert_unpooled_at_argmax(e, u, level)
     # At the bottom, the unpooled values are the encoder's own pooled maxima, back in place.
     e, u = pairs[-1]
     nz = u != 0

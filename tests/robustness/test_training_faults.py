@@ -79,8 +79,10 @@ def test_labels_that_are_all_ignored_are_refused(tmp_path):
     before = snapshot(root)
     cfg = write_config(tmp_path / "c.yaml", root, tmp_path / "run", data={"name": "folder", "batch_size": 2,
                                                                            "crop_size": [16, 16]})
-    line = assert_refused(run_cli("train", cfg), "255 is the ignore index", "binary masks")
-    assert "data.root" in line  # refused before training, by the training-data check
+    # refused before the first epoch by the training-data check (seglab.data.check): all 255 is an empty
+    # set, not the 0/255 binary-mask trap, and the line still says how binary masks are mapped
+    line = assert_refused(run_cli("train", cfg), "every pixel is the ignore index 255", "binary masks")
+    assert "data.root" in line
     assert snapshot(root) == before
     assert not (tmp_path / "run" / "best.safetensors").exists()
 

@@ -11,7 +11,9 @@ TINY_SEMANTIC = {"width_mult": 0.125, "head_channels": 16, "aux_channels": 8}
 
 @pytest.fixture(scope="session")
 def tiny_model_file(tmp_path_factory):
-    """A tiny BiSeNet V2 (4 classes) whose file stores a prediction setting (flip TTA), as `seglab pack` does."""
+    """A tiny BiSeNet V2 (4 classes) whose file stores a prediction setting (flip TTA), as `seglab pack` does,
+    and the size of its training images (so photos are resized to a short side of 32, as `seglab predict`
+    does: the 48x64 test photos go through the resize-and-back path)."""
     return save_tiny_model(tmp_path_factory.mktemp("serve_models") / "tiny.safetensors", "bisenetv2",
                            num_classes=4, classes=["sky", "road", "tree", "car"],
-                           inference={"tta": {"flip": True, "scales": [1.0]}}, **TINY_SEMANTIC)
+                           inference={"tta": {"flip": True, "scales": [1.0]}}, train_size=[32, 40], **TINY_SEMANTIC)

@@ -3,6 +3,7 @@ predict` with the model file's stored settings, the three reply formats, batchin
 (503 + Retry-After), a free event loop while the model runs, and one-line JSON errors for bad requests."""
 import io
 import json
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -34,7 +35,9 @@ def test_health_and_model_cards(server, tiny_model_file):
     assert status == 200 and card["name"] == "tiny" and card["task"] == "semantic" and card["architecture"] == "bisenetv2"
     assert card["classes"] == ["sky", "road", "tree", "car"] and len(card["palette"]) == 4
     assert card["inference"]["tta"] == {"flip": True, "scales": [1.0]}, "the stored setting is in use"
-    assert card["input"]["channels"] == 3 and card["input"]["scale"]
+    assert card["input"]["channels"] == 3 and card["input"]["scale"] == "resized to short side 32", "the training size"
+    assert card["inference"]["resize"]["short_side"] == 32
+    assert card["trained"] == {}, "an untrained file records no dataset or validation figure"
 
 
 def test_labels_are_those_of_seglab_predict_with_the_stored_settings(server, tiny_model_file, tmp_path):
@@ -53,9 +56,38 @@ def test_labels_are_those_of_seglab_predict_with_the_stored_settings(server, tin
         status, _, body = post_image(server.port, png(IMAGE), "map=1", multipart=multipart)
         reply = json.loads(body)
         assert status == 200 and np.array_equal(decode_map(reply["map"]), expected)
-    # and the stored flip TTA mattered: without it the labels differ
-    plain = load_served_model(str(tiny_model_file), device="cpu", tta="none")
-    assert not np.array_equal(plain.predictor.predict_image(IMAGE).labels.numpy(), expected)
+    # and the stored settings mattered: without the flip TTA, or at the photo's own size, the labels differ
+    for override in ({"tta": "none"}, {"imgsz": "native"}):
+        plain = load_served_model(str(tiny_model_file), device="cpu", **override)
+        assert not np.array_equal(plain.predictor.predict_image(IMAGE).labels.numpy(), expected), override
+
+
+def test_a_photo_of_another_size_in_a_batch_gets_the_labels_of_seglab_predict(tiny_model_file, tmp_path):
+    """Photos of two sizes arriving together (one batch): each is resized to the model's scale on its own
+    and gets the labels `seglab predict` writes for it."""
+    images = {"small": photo(48, 64, seed=1), "wide": photo(40, 90, seed=2)}
+    (tmp_path / "in").mkdir()
+    for name, image in images.items():
+        Image.fromarray(image).save(tmp_path / "in" / f"{name}.png")
+    assert main(["predict", "--checkpoint", str(tiny_model_file), str(tmp_path / "in"), "--out", str(tmp_path / "out"),
+                 "--device", "cpu"]) == 0
+    gate, server = gated_server(tiny_model_file, max_batch=4, batch_wait_ms=5, queue_limit=8)
+    with server, ThreadPoolExecutor(3) as pool:
+        first = pool.submit(post_image, server.port, png(photo(48, 64, seed=9)), "format=label")
+        assert gate.entered.wait(30)
+        waiting = {name: pool.submit(post_image, server.port, png(image), "format=label")
+                   for name, image in images.items()}
+        deadline = time.monotonic() + 30
+        while get_json(server.port, "/health")[1]["in_progress"] < 3:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        gate.gate.set()
+        assert first.result()[0] == 200
+        for name, future in waiting.items():
+            status, headers, body = future.result()
+            assert status == 200 and headers["x-seglab-batch"] == "2", "the two waiting photos went together"
+            expected = np.array(Image.open(tmp_path / "out" / f"{name}.png"))
+            assert np.array_equal(np.array(Image.open(io.BytesIO(body))), expected), name
 
 
 def test_json_histogram_and_overlay(server):
@@ -138,6 +170,11 @@ class GatedPredictor:
         self.entered.set()
         assert self.gate.wait(60)
         return self.inner.predict_image(image)
+
+    def predict_images(self, images):  # the batched path the server takes for several images
+        self.entered.set()
+        assert self.gate.wait(60)
+        return self.inner.predict_images(images)
 
 
 def gated_server(tiny_model_file, **settings):
@@ -243,3 +280,65 @@ def test_panoptic_and_joint_models(tmp_path):
         assert status == 400 and "say which model" in json.loads(body)["error"]
         cards = {c["name"]: c for c in get_json(s.port, "/models")[1]["models"]}
         assert cards["scene"]["spaces"]["geometric"]["classes"] == ["0", "1"] and cards["pan"]["task"] == "panoptic"
+
+
+OPENED: list = []   # files opened while RECORDING (an audit hook cannot be removed, so it is installed once)
+RECORDING = threading.Event()
+
+
+def record_open(event: str, args) -> None:
+    if RECORDING.is_set() and event in ("open", "os.open", "tempfile.mkstemp", "tempfile.mkdtemp", "os.mkdir"):
+        OPENED.append((event, args[0] if args else None))
+
+
+def test_uploads_never_touch_the_disk(server):
+    """A 2 MiB multipart upload (Starlette's form parser would spool it to a temporary file) whose file name
+    is a path: while the server handles it, no file is opened or created, and that name is never used."""
+    if not getattr(record_open, "installed", False):
+        sys.addaudithook(record_open)
+        record_open.installed = True
+    big = png(np.random.default_rng(0).integers(0, 256, (800, 900, 3), dtype=np.uint8))
+    assert len(big) > 2**21
+    for query in ("", "format=label", "format=overlay"):  # warm-up: lazy imports open their modules
+        assert post_image(server.port, big, query, multipart=True)[0] == 200
+    assert post_image(server.port, b"not an image", multipart=True)[0] == 415  # Pillow loads every plug-in
+    OPENED.clear()
+    RECORDING.set()
+    try:
+        import tempfile
+
+        with tempfile.SpooledTemporaryFile(max_size=10) as spool:  # what a spooling form parser would do
+            spool.write(b"x" * 100)
+        assert OPENED, "the audit hook sees files being created"
+        OPENED.clear()
+        for query in ("", "format=label", "format=overlay"):
+            status, _, _ = post_image(server.port, big, query, multipart=True, filename="../../tmp/seglab_probe.png")
+            assert status == 200
+        status, _, body = post_image(server.port, b"not an image", filename="/etc/passwd", multipart=True)
+        assert status == 415
+    finally:
+        RECORDING.clear()
+    assert OPENED == [], f"the server opened files while handling uploads: {OPENED[:5]}"
+
+
+def test_an_exported_onnx_file_is_served_as_seglab_predict_runs_it(tmp_path):
+    """`--model model.onnx`: the exported file (onnxruntime, its metadata for classes and the training
+    size) gives the labels `seglab predict --checkpoint model.onnx` writes."""
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed: pip install -e '.[onnx]'")
+    from seglab.export import export_model
+    from serve_helpers import save_tiny_model
+
+    from .conftest import TINY_SEMANTIC
+
+    source = save_tiny_model(tmp_path / "tiny.safetensors", "bisenetv2", num_classes=4, train_size=[32, 40],
+                             **TINY_SEMANTIC)
+    onnx = export_model(str(source), "onnx", out=str(tmp_path / "street.onnx"), dynamic=True).path
+    (tmp_path / "in").mkdir()
+    Image.fromarray(IMAGE).save(tmp_path / "in" / "street.png")
+    assert main(["predict", "--checkpoint", str(onnx), str(tmp_path / "in"), "--out", str(tmp_path / "out")]) == 0
+    with ServerThread(build_app([str(onnx)], device="cpu")) as s:
+        card = get_json(s.port, "/models")[1]["models"][0]
+        assert card["name"] == "street" and card["source"] == "street.onnx" and card["input"]["scale"] == "resized to short side 32"
+        status, _, body = post_image(s.port, png(IMAGE), "format=label")
+        assert status == 200
+        assert np.array_equal(np.array(Image.open(io.BytesIO(body))), np.array(Image.open(tmp_path / "out" / "street.png")))

@@ -2,7 +2,8 @@
 headless Chromium driven through chromedriver (selenium; nothing downloaded), a real CamVid validation
 image uploaded through the file picker. Checks the overlay, the legend (exactly the classes the model
 predicts, with their shares), isolating a class, the hover read-out, the opacity slider and the label PNG
-download; leaves a screenshot (copied to $SEGLAB_SERVE_SCREENSHOT when set, for docs/serve.md)."""
+download; leaves a screenshot (copied to $SEGLAB_SERVE_SCREENSHOT when set, for docs/serve.md). A second
+test serves tiny instance and panoptic models: the legend lists their segments with class and score."""
 import os
 import shutil
 import time
@@ -86,6 +87,11 @@ def test_the_page_predicts_a_camvid_image_in_chromium(browser, shared_dir, tmp_p
         d.get(server.url + "/")
         wait_for(lambda: d.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "ready", 30, "the models")
         assert d.find_element(By.ID, "model").get_attribute("value") == "bisenetv2.camvid"
+        from seglab.pretrained import model_card
+
+        card_line = d.find_element(By.ID, "card").text  # how the model was trained, from the weights registry
+        assert model_card("bisenetv2.camvid")["figure"] in card_line and "trained on CamVid" in card_line
+        assert "resized to short side 360" in card_line
 
         d.find_element(By.ID, "file").send_keys(str(image_path))
         state = wait_for(lambda: d.find_element(By.TAG_NAME, "body").get_attribute("data-state") in ("done", "error")
@@ -148,3 +154,108 @@ def test_the_page_predicts_a_camvid_image_in_chromium(browser, shared_dir, tmp_p
                 d.find_element(By.ID, "opacity").send_keys(Keys.ARROW_LEFT)
             ActionChains(d).move_to_element_with_offset(overlay, -60, 40).perform()
             d.save_screenshot(os.environ["SEGLAB_SERVE_SCREENSHOT"])
+
+
+DROP_FILE = """
+const bytes = Uint8Array.from(atob(arguments[0]), (c) => c.charCodeAt(0));
+const transfer = new DataTransfer();
+transfer.items.add(new File([bytes], arguments[1], { type: "image/png" }));
+const target = document.getElementById("drop");
+for (const type of ["dragenter", "dragover", "drop"])
+  target.dispatchEvent(new DragEvent(type, { dataTransfer: transfer, bubbles: true, cancelable: true }));
+"""
+
+
+def legend_rows(d):
+    from selenium.webdriver.common.by import By
+
+    return [(r, r.find_element(By.CLASS_NAME, "name").text, r.find_element(By.CLASS_NAME, "share").text)
+            for r in d.find_elements(By.CSS_SELECTOR, "#legend li")]
+
+
+def entry_label(segment: dict) -> str:
+    """How the page names a segment: the class, and the score for those that have one."""
+    return segment["name"] if "score" not in segment else f"{segment['name']} {segment['score']:.2f}"
+
+
+@pytest.mark.slow
+def test_the_page_shows_instance_and_panoptic_segments(browser, tmp_path):
+    """An instance and a panoptic model (tiny, untrained: they still find segments) on one server: the
+    image is dropped on the page; the legend lists the segments with class and score, the min-score field
+    asks the server again, clicking a
+    segment shows only it, the hover names the segment under the cursor, and switching the model to the
+    panoptic one lists its segments (scores on things only)."""
+    import base64
+    import json
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import Select
+
+    from seglab.serve import build_app
+    from serve_helpers import decode_map, photo, png, post_image, save_tiny_model
+
+    detection = dict(width=8, fpn_channels=16, representation_size=32, mask_channels=16, mask_layers=1,
+                     anchor_sizes=[[16], [32], [64], [128], [256]], rpn_post_nms_top_n_test=20, box_score_thresh=0.0)
+    inst = save_tiny_model(tmp_path / "inst.safetensors", "mask_rcnn_resnet18_fpn", num_classes=3,
+                           classes=["bg", "cat", "dog"], **detection)
+    pan = save_tiny_model(tmp_path / "pan.safetensors", "panoptic_fpn_resnet18", num_classes=3, num_things=1,
+                          semantic_channels=8, panoptic_score_thresh=0.0, stuff_area_limit=0, **detection)
+    data = png(photo(96, 128, seed=5))
+    body = lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-state")  # noqa: E731
+
+    with ServerThread(build_app([str(inst), str(pan)], device="cpu")) as server:
+        expected = json.loads(post_image(server.port, data, "model=inst&score_thresh=0&map=1")[2])
+        segments, view = expected["segments"], decode_map(expected["map"])
+        assert len(segments) >= 2, "an untrained head still detects"
+        d = browser
+        d.get(server.url + "/")
+        wait_for(lambda: body(d) == "ready", 30, "the models")
+        assert Select(d.find_element(By.ID, "model")).first_selected_option.get_attribute("value") == "inst"
+        score = d.find_element(By.ID, "score")
+        assert score.is_displayed() and float(score.get_attribute("value")) == 0.5, "the model's threshold"
+        score.clear()
+        score.send_keys("0", Keys.TAB)
+        d.execute_script(DROP_FILE, base64.b64encode(data).decode(), "street.png")  # dropped, not picked
+        assert wait_for(lambda: body(d) in ("done", "error") and body(d), 120, "the overlay") == "done", \
+            d.find_element(By.ID, "status").text
+
+        assert d.find_element(By.ID, "legend-title").text == "segments"
+        rows = legend_rows(d)
+        assert [name for _, name, _ in rows] == [entry_label(s) for s in segments], "class and score, best first"
+        assert [share for _, _, share in rows] == [f"{100 * s['share']:.1f}%" for s in segments]
+        w, h, painted, _ = d.execute_script(COUNT_OVERLAY)
+        assert (h, w) == view.shape and painted == int((view > 0).sum())
+        rows[0][0].click()  # only the most confident segment
+        _, _, painted, colours = d.execute_script(COUNT_OVERLAY)
+        assert painted == segments[0]["pixels"] and colours == [",".join(map(str, segments[0]["color"]))]
+        rows[0][0].click()
+
+        # hover over the most confident segment: its class and score
+        from selenium.webdriver.common.action_chains import ActionChains
+
+        ys, xs = np.nonzero(view == 1)
+        centre = len(xs) // 2
+        overlay = d.find_element(By.ID, "overlay")
+        ActionChains(d).move_to_element_with_offset(overlay, int(xs[centre]) - w // 2, int(ys[centre]) - h // 2).perform()
+        text = wait_for(lambda: d.find_element(By.ID, "hover").text, 10, "the hover read-out")
+        xy, label = text.split(") ", 1)
+        x, y = (int(v) for v in xy.strip("(").split(", "))
+        under = view[y, x]
+        assert label == (entry_label(segments[under - 1]) if under else "—"), text
+
+        # a higher min score: the page asks again and lists fewer segments
+        threshold = (segments[0]["score"] + segments[-1]["score"]) / 2
+        score.clear()
+        score.send_keys(f"{threshold:.4f}", Keys.TAB)
+        wait_for(lambda: body(d) == "done" and len(legend_rows(d)) == sum(s["score"] >= round(threshold, 4)
+                                                                          for s in segments), 60, "fewer segments")
+
+        # the panoptic model: its segments, scores on things only, no min-score field
+        Select(d.find_element(By.ID, "model")).select_by_value("pan")
+        wanted = json.loads(post_image(server.port, data, "model=pan")[2])["segments"]
+        wait_for(lambda: body(d) == "done" and [n for _, n, _ in legend_rows(d)] == [entry_label(s) for s in wanted],
+                 120, "the panoptic segments in the legend")
+        assert not d.find_element(By.ID, "score").is_displayed()
+        assert all(("score" in s) == s["isthing"] for s in wanted)
+        d.save_screenshot(str(tmp_path / "segments.png"))

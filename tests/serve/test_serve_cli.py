@@ -60,3 +60,13 @@ def test_defaults_bind_to_loopback():
 
     args = build_parser().parse_args(["serve", "--model", "m"])
     assert (args.host, args.port, args.workers) == ("127.0.0.1", 8000, 1)
+
+
+def test_without_the_extra_one_line_names_the_install(monkeypatch, capsys):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "uvicorn" else real(name, *a))
+    assert main(["serve", "--model", "bisenetv2.camvid"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "seglab serve needs uvicorn: pip install 'seglab[serve]'" in err and "\n" not in err

@@ -14,9 +14,16 @@ DeepLab v3's multi-grid.
 
 `forward(x)` returns five feature maps with `.strides` (2, 4, 8, 16, 32 at output stride 32) and
 `.out_channels`.
+
+`norm="gn"` replaces every BatchNorm by GroupNorm (Wu & He, "Group Normalization", ECCV 2018; 32 groups,
+fewer when a layer is narrower, keeping at least 4 channels per group), whose statistics do not depend
+on the batch: He, Girshick & Dollar ("Rethinking ImageNet Pre-training", ICCV 2019) train detectors from
+scratch with it at 2 images per GPU. The parameter names stay (`bn1` is then a GroupNorm); torchvision
+checkpoints, which hold BatchNorm statistics, load only into the default `norm="bn"`.
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -24,18 +31,27 @@ from torch import nn
 
 from .base import register_backbone
 
+NORMS = ("bn", "gn")
+
+
+def norm_layer(kind: str, channels: int) -> nn.Module:
+    """BatchNorm2d ("bn") or GroupNorm ("gn": 32 groups, or channels // 4 when that is fewer)."""
+    if kind == "gn":
+        return nn.GroupNorm(math.gcd(channels, max(1, min(32, channels // 4))), channels)
+    return nn.BatchNorm2d(channels)
+
 
 class BasicBlock(nn.Module):
     expansion = 1
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1, dilation: int = 1,
-                 downsample: nn.Module | None = None):
+                 downsample: nn.Module | None = None, norm: str = "bn"):
         super().__init__()
         self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, padding=dilation, dilation=dilation, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
+        self.bn1 = norm_layer(norm, planes)
         self.relu = nn.ReLU(inplace=True)
         self.conv2 = nn.Conv2d(planes, planes, 3, 1, padding=dilation, dilation=dilation, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
+        self.bn2 = norm_layer(norm, planes)
         self.downsample = downsample
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -49,14 +65,14 @@ class Bottleneck(nn.Module):
     expansion = 4
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1, dilation: int = 1,
-                 downsample: nn.Module | None = None):
+                 downsample: nn.Module | None = None, norm: str = "bn"):
         super().__init__()
         self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
+        self.bn1 = norm_layer(norm, planes)
         self.conv2 = nn.Conv2d(planes, planes, 3, stride, padding=dilation, dilation=dilation, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
+        self.bn2 = norm_layer(norm, planes)
         self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(planes * 4)
+        self.bn3 = norm_layer(norm, planes * 4)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
 
@@ -75,15 +91,19 @@ class ResNet(nn.Module):
     """ResNet trunk returning [stem, layer1, layer2, layer3, layer4] features."""
 
     def __init__(self, block: type[nn.Module], layers: Sequence[int], *, in_channels: int = 3,
-                 output_stride: int = 32, multi_grid: Sequence[int] | None = None, width: int = 64):
+                 output_stride: int = 32, multi_grid: Sequence[int] | None = None, width: int = 64,
+                 norm: str = "bn"):
         super().__init__()
+        if norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+        self.norm = norm
         if output_stride not in _DILATE_STAGES:
             raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
         if multi_grid is not None and len(multi_grid) != layers[3]:
             raise ValueError(f"multi_grid needs one rate per layer4 block ({layers[3]}), got {multi_grid}")
         self.inplanes, self.dilation = width, 1
         self.conv1 = nn.Conv2d(in_channels, width, 7, 2, 3, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
+        self.bn1 = norm_layer(norm, width)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
         dilate = _DILATE_STAGES[output_stride]
@@ -110,15 +130,15 @@ class ResNet(nn.Module):
         if stride != 1 or self.inplanes != planes * block.expansion:
             downsample = nn.Sequential(
                 nn.Conv2d(self.inplanes, planes * block.expansion, 1, stride, bias=False),
-                nn.BatchNorm2d(planes * block.expansion),
+                norm_layer(self.norm, planes * block.expansion),
             )
         if multi_grid is not None:
             rates = [self.dilation * r for r in multi_grid]
         else:
             rates = [previous_dilation] + [self.dilation] * (blocks - 1)
-        blocks_ = [block(self.inplanes, planes, stride, rates[0], downsample)]
+        blocks_ = [block(self.inplanes, planes, stride, rates[0], downsample, self.norm)]
         self.inplanes = planes * block.expansion
-        blocks_ += [block(self.inplanes, planes, 1, r) for r in rates[1:]]
+        blocks_ += [block(self.inplanes, planes, 1, r, norm=self.norm) for r in rates[1:]]
         return nn.Sequential(*blocks_)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:

@@ -3,12 +3,13 @@ DeepLab v1 (Chen et al., "Semantic Image Segmentation with Deep Convolutional Ne
 Connected CRFs", ICLR 2015, Sec. 3.1 and 4.1, DeepLab-LargeFOV).
 
 `features` keeps torchvision's indices (`features.0` ... `features.28`), so an ImageNet checkpoint's
-convolutions load by name. The classifier's fully connected layers become convolutions `fc6`, `fc7`
-("convolutionalization", FCN Sec. 3.1): by default fc6 is a 7x7 conv with 4096 channels, exactly the
-ImageNet fc6 reshaped. With `atrous=True` (DeepLab v1): pool4 and pool5 become 3x3 stride-1 pooling,
-conv5 is dilated by 2, and fc6 is a 3x3 conv dilated by `fc6_dilation` (12 for LargeFOV) with
-`fc_channels` (1024 for LargeFOV), giving output stride 8; the converter subsamples the ImageNet fc
-weights to that shape, as DeepLab did.
+convolutions load by name; `batch_norm=True` puts a BatchNorm after every conv, torchvision's
+`vgg16_bn` layout (`features.0` conv, `features.1` BN, ... `features.41`). The classifier's fully
+connected layers become convolutions `fc6`, `fc7` ("convolutionalization", FCN Sec. 3.1): by default
+fc6 is a 7x7 conv with 4096 channels, exactly the ImageNet fc6 reshaped. With `atrous=True` (DeepLab
+v1): pool4 and pool5 become 3x3 stride-1 pooling, conv5 is dilated by 2, and fc6 is a 3x3 conv dilated
+by `fc6_dilation` (12 for LargeFOV) with `fc_channels` (1024 for LargeFOV), giving output stride 8; the
+converter subsamples the ImageNet fc weights to that shape, as DeepLab did.
 
 `forward(x)` returns [pool1, pool2, pool3, pool4, fc7] (strides 2, 4, 8, 16, 32; or 2, 4, 8, 8, 8
 atrous). Pools use ceil mode so any input size works (FCN pads its input by 100 pixels for the same
@@ -27,7 +28,7 @@ _CFG_VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M"
 class VGG(nn.Module):
     def __init__(self, cfg=_CFG_VGG16, *, in_channels: int = 3, atrous: bool = False, fc: bool = True,
                  fc_channels: int | None = None, fc6_kernel: int | None = None, fc6_dilation: int | None = None,
-                 dropout: float = 0.5, width_div: int = 1):
+                 dropout: float = 0.5, width_div: int = 1, batch_norm: bool = False):
         super().__init__()
         layers: list[nn.Module] = []
         c, pool_idx = in_channels, 0
@@ -43,7 +44,8 @@ class VGG(nn.Module):
             else:
                 v = v // width_div
                 dil = 2 if atrous and pool_idx == 4 else 1
-                layers += [nn.Conv2d(c, v, 3, padding=dil, dilation=dil), nn.ReLU(inplace=True)]
+                conv = nn.Conv2d(c, v, 3, padding=dil, dilation=dil)
+                layers += [conv, nn.BatchNorm2d(v), nn.ReLU(inplace=True)] if batch_norm else [conv, nn.ReLU(inplace=True)]
                 c = v
         self.features = nn.Sequential(*layers)
         self.out_channels = [cfg[0] // width_div, cfg[3] // width_div, cfg[7] // width_div, c]

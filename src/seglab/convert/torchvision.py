@@ -3,6 +3,11 @@
 Backbones (`load_backbone_weights`): ImageNet classifiers.
 - resnet18/34/50/101: seglab's ResNet uses torchvision's parameter names; only the classifier `fc.*`
   is dropped.
+- detnet59: not a torchvision model; the ImageNet checkpoint of the DetNet_pytorch release
+  (`detnet59.pth`) has seglab's names (ResNet layout + `layer4/5.*.extra_conv`), `fc.*` is dropped.
+- densenet121/161: seglab's DenseNet uses torchvision's names; `classifier.*` is dropped, the
+  `denselayerN.norm.1`-style keys of the published ImageNet files are renamed (`norm1`), missing BatchNorm
+  step counters are set to 0, and `features.norm5.*` is dropped for a trunk built without it (DenseASPP).
 - vgg16: `features.*` load as they are; the fully connected layers become convolutions (FCN, Long et
   al., CVPR 2015, Sec. 3.1): `classifier.0` (4096 x 25088) -> `fc6` (4096, 512, 7, 7), `classifier.3`
   -> `fc7` (4096, 4096, 1, 1); `classifier.6` (the 1000 ImageNet classes) is dropped. When the trunk's
@@ -42,6 +47,15 @@ _RENAMES: list[tuple[str, str]] = [(r"^backbone\.body\.", "backbone."), (r"^back
 _OPTIONAL_PREFIXES = ("aux_classifier.",)
 
 
+def _fill_step_counters(state: dict, target: dict) -> dict:
+    """Zero `num_batches_tracked` for every BatchNorm of `target` whose statistics `state` holds but whose
+    step counter it lacks (checkpoints written before PyTorch 0.4.1, or from FrozenBatchNorm2d)."""
+    for k in target:
+        if k.endswith(".num_batches_tracked") and k not in state and k[:-20] + ".running_mean" in state:
+            state[k] = torch.zeros_like(target[k], device="cpu")
+    return state
+
+
 def _resnet(state: dict, target: dict) -> dict:
     return {k: v for k, v in state.items() if not k.startswith("fc.")}
 
@@ -71,12 +85,30 @@ def _vgg16(state: dict, target: dict) -> dict:
     return out
 
 
+# torchvision's DenseNet checkpoints predate '.'-free module names: `denselayerN.norm.1.weight` there is
+# `denselayerN.norm1.weight` in the model (torchvision's `_load_state_dict` renames them the same way).
+_DENSELAYER_OLD_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.([12]\.(?:weight|bias|running_mean|running_var))$")
+
+
+def _densenet(state: dict, target: dict) -> dict:
+    out = {}
+    for key, v in state.items():
+        if key.startswith("classifier."):
+            continue
+        m = _DENSELAYER_OLD_KEY.match(key)
+        out[m[1] + m[2] if m else key] = v
+    if "features.norm5.weight" not in target:  # a trunk built with final_norm=False (DenseASPP)
+        out = {k: v for k, v in out.items() if not k.startswith("features.norm5.")}
+    return _fill_step_counters(out, target)  # the 2017 checkpoint files have no BatchNorm step counters
+
+
 def _mobilenet_v2(state: dict, target: dict) -> dict:
     return {k: v for k, v in state.items() if not k.startswith(("features.18.", "classifier."))}
 
 
 _BACKBONES = {"resnet18": _resnet, "resnet34": _resnet, "resnet50": _resnet, "resnet101": _resnet,
-              "vgg16": _vgg16, "mobilenetv2": _mobilenet_v2, "xception65": timm.xception65}
+              "vgg16": _vgg16, "detnet59": _resnet, "densenet121": _densenet, "densenet161": _densenet,
+              "mobilenetv2": _mobilenet_v2, "xception65": timm.xception65}
 
 
 def map_backbone_state_dict(model: nn.Module, name: str, state: dict) -> dict:
@@ -125,9 +157,7 @@ def convert_model_state_dict(model: nn.Module, state: dict, *, allow_missing: bo
     for prefix in _OPTIONAL_PREFIXES:  # trained with an aux head, used without one: drop it
         if not any(k.startswith(prefix) for k in own):
             out = {k: v for k, v in out.items() if not k.startswith(prefix)}
-    for k in own:  # FrozenBatchNorm2d checkpoints (Mask R-CNN) have no BatchNorm step counters
-        if k.endswith(".num_batches_tracked") and k not in out and k[:-20] + ".running_mean" in out:
-            out[k] = torch.zeros_like(own[k], device="cpu")
+    out = _fill_step_counters(out, own)  # FrozenBatchNorm2d checkpoints (Mask R-CNN) have none
     missing = [k for k in own if k not in out]
     if missing and not allow_missing:
         hint = ""

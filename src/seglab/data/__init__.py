@@ -17,8 +17,8 @@ from .transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform, TrainTransfo
 from .image_labels import (ImageLabelDataset, ImageLabelsFromMasks, image_labels_from_masks,
                            read_image_labels, write_image_labels)
 from .coco_masks import mask_to_rle, polygons_to_mask, rle_to_mask, segmentation_to_mask
-from .datasets import (PANOPTIC_DATASETS, CityscapesInstances, CityscapesPanoptic, CocoInstances, PanopticDataset,
-                       SyntheticInstances, SyntheticPanoptic)
+from .datasets import (PANOPTIC_DATASETS, CityscapesInstances, CityscapesPanoptic, CocoInstances, InstanceFolder,
+                       PanopticDataset, SyntheticInstances, SyntheticPanoptic, seeded_split)
 from .panoptic import (cityscapes_instance_ids_to_panoptic, id2rgb, load_panoptic_json, panoptic_to_instances,
                        panoptic_to_semantic, read_panoptic, rgb2id, save_panoptic_json, semantic_instance_to_panoptic,
                        write_panoptic)
@@ -39,7 +39,8 @@ __all__ = [
     "write_image_labels",
     "JointLabelDataset", "SIFTFlow", "SyntheticJoint", "SIFTFLOW_SEMANTIC_CLASSES", "SIFTFLOW_GEOMETRIC_CLASSES",
     "NYUDv2", "NYUDV2_CLASSES", "modality_mean_std", "write_hha", "depth_to_hha", "NYU_KINECT_INTRINSICS",
-    "InstanceDataset", "CocoInstances", "CityscapesInstances", "SyntheticInstances", "InstanceTrainTransform",
+    "InstanceDataset", "CocoInstances", "CityscapesInstances", "SyntheticInstances", "InstanceFolder",
+    "seeded_split", "InstanceTrainTransform",
     "InstanceEvalTransform", "collate_instances", "masks_to_boxes", "polygons_to_mask", "rle_to_mask",
     "segmentation_to_mask", "mask_to_rle",
     "PANOPTIC_DATASETS", "PanopticDataset", "CityscapesPanoptic", "SyntheticPanoptic", "id2rgb", "rgb2id",

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError, SeglabError
-from .datasets.folder import IGNORE_INDEX, IMAGE_EXTENSIONS
+from .datasets.folder import IGNORE_INDEX, IMAGE_EXTENSIONS, check_dir, flat_folder_problem
 from .io import image_size, read_label
 
 
@@ -85,11 +85,12 @@ def label_statistics(dataset, *, max_images: int | None = None,
 
 
 def binary_255_hint(stats: LabelStats, dataset) -> str | None:
-    """The 0/255 binary-mask trap: stored values {0, 255} and 255 not remapped by a label_map."""
+    """The 0/255 binary-mask trap: stored values {0, 255} and 255 not remapped by a label_map. (Masks that
+    are all 255 are not this trap but an empty set: `training_problems` says every pixel is ignored.)"""
     values = {v for v, c in stats.raw.items() if c > 0}
     lut = dataset.label_lut
     remapped = lut is not None and len(lut) > IGNORE_INDEX and lut[IGNORE_INDEX] != IGNORE_INDEX
-    if IGNORE_INDEX in values and values <= {0, IGNORE_INDEX} and not remapped:
+    if values == {0, IGNORE_INDEX} and not remapped:
         return (f"label values are {{0, 255}} only: did you mean 255 -> 1 (binary masks)? 255 is the ignore index, "
                 f"so these masks train on background alone; pass data.kwargs.label_map={{255: 1}} (and 2 classes, "
                 f"e.g. data.kwargs.classes=[background, foreground])")
@@ -152,7 +153,11 @@ def check_data(root, *, config=None, log: Callable[[str], None] = print) -> list
     d = cfg.data.model_copy(update={"root": str(root)}) if root is not None else cfg.data
     if d.root is None:
         raise SeglabError("data check: give the data set's folder (seglab data check ROOT)")
+    check_dir(Path(d.root), "data set folder")  # a missing root is one line, not a report of its missing files
     problems: list[str] = []
+    if d.name == "folder" and "list_file" not in d.kwargs and "image_dir" not in d.kwargs \
+            and (flat := flat_folder_problem(Path(d.root), d.train_split)):
+        return [flat]  # nothing else is meaningful before the split layout exists
     if d.name == "folder" and "classes" not in d.kwargs and not (Path(d.root) / "classes.txt").is_file():
         classes = _provisional_classes(Path(d.root) / "labels" / d.train_split)
         problems.append(f"{Path(d.root) / 'classes.txt'}: not found; write one class name per line (checked here "

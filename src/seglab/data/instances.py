@@ -30,7 +30,7 @@ from torch.utils.data import Dataset
 
 from ..errors import DataError, SeglabError
 from .palettes import default_palette
-from .transforms import IMAGENET_MEAN, IMAGENET_STD, mean_std, normalize_image
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, Photometric, mean_std, normalize_image
 
 Target = dict[str, Any]
 
@@ -148,8 +148,9 @@ class InstanceEvalTransform:
 
 
 class InstanceTrainTransform:
-    """Random scale (`scale_range`), then with `crop_size` (h, w) padding to at least that size (image:
-    the mean colour, masks: background) and a random crop of it, random left-right flip, normalisation;
+    """`Photometric` image-only augmentation (off unless given), random scale (`scale_range`), then with
+    `crop_size` (h, w) padding to at least that size (image: the mean colour, masks: background) and a
+    random crop of it, random left-right flip, normalisation;
     boxes are the tight boxes of the transformed masks and vanished instances are dropped.
 
     Random numbers come from torch's global generator: `torch.manual_seed` makes a run reproducible and
@@ -158,7 +159,11 @@ class InstanceTrainTransform:
 
     def __init__(self, crop_size: int | Sequence[int] | None = (512, 512),
                  scale_range: Sequence[float] = (0.5, 2.0), hflip: bool = True,
-                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
+                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD, *,
+                 color_jitter: float | None = 0.0, gamma: float = 0.0, blur_prob: float = 0.0,
+                 noise_std: float = 0.0):
+        self.photometric = Photometric(color_jitter or 0.0, gamma, blur_prob, noise_std)
+        self._pipeline = None  # the photometric ops, built on first use (in each worker)
         if isinstance(crop_size, int):
             crop_size = (crop_size, crop_size)
         if crop_size is not None:
@@ -172,6 +177,8 @@ class InstanceTrainTransform:
         self.mean, self.std = mean_std(mean, std)
 
     def __call__(self, image: np.ndarray, target: Target) -> tuple[torch.Tensor, Target]:
+        if self.photometric:
+            image = self._photometric(image)
         x = normalize_image(image, self.mean, self.std)  # the mean colour is 0 from here on
         t = _target_tensors(target)
         masks = t["masks"]
@@ -196,6 +203,17 @@ class InstanceTrainTransform:
         t["labels"], t["iscrowd"] = t["labels"][keep], t["iscrowd"][keep]
         return x.contiguous(), t
 
+    def _photometric(self, image: np.ndarray) -> np.ndarray:
+        import albumentations as A
+
+        if self._pipeline is None:
+            self._pipeline = A.Compose(self.photometric.ops(np.asarray(image).shape[-1]))
+        self._pipeline.set_random_seed(int(torch.randint(0, 2**31 - 1, ())))  # torch's stream decides
+        return self._pipeline(image=np.ascontiguousarray(image))["image"]
+
+    def __getstate__(self):
+        return {**self.__dict__, "_pipeline": None}
+
     def _pad_and_crop(self, x: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         ch, cw = self.crop_size
         h, w = x.shape[1:]
@@ -209,7 +227,7 @@ class InstanceTrainTransform:
 
     def __repr__(self) -> str:
         return (f"InstanceTrainTransform(crop_size={self.crop_size}, scale_range={self.scale_range}, "
-                f"hflip={self.hflip}, mean={self.mean}, std={self.std})")
+                f"hflip={self.hflip}, {self.photometric}, mean={self.mean}, std={self.std})")
 
 
 def collate_instances(batch: Sequence[tuple[torch.Tensor, Target]]) -> tuple[list[torch.Tensor], list[Target]]:

@@ -166,7 +166,8 @@ def read_label(path: str | os.PathLike) -> np.ndarray:
     """An H x W int64 label map: palette indices for 'P' PNGs, pixel values for grayscale ones."""
     img = _open(path, "label")
     if img.mode not in _LABEL_MODES:
-        hint = ": convert colour-coded labels to class indices first" if img.mode.startswith("RGB") else ""
+        hint = (": colour-coded masks convert to class indices with seglab data convert SRC --out DST --palette "
+                "camvid|voc|cityscapes|ade20k|FILE (docs/custom_data.md)") if img.mode.startswith("RGB") else ""
         raise DataError(f"{path}: label map has mode {img.mode}, expected a single-channel or palette "
                         f"label image (one class index per pixel){hint}")
     return np.asarray(img).astype(np.int64)

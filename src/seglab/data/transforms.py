@@ -4,7 +4,10 @@ The training recipe is the one the DeepLab papers made standard (Chen et al., "D
 Sec. 4; "Rethinking Atrous Convolution", arXiv 2017, Sec. 4.1) and PSPNet (Zhao et al., CVPR 2017,
 Sec. 5.1) uses: random rescaling (0.5x to 2x), a fixed-size random crop where images smaller than the
 crop are padded with the mean colour and their labels with the ignore index, random left-right flips,
-then photometric jitter and mean/std normalisation. Geometric ops are albumentations' (Buslaev et al.,
+then photometric jitter and mean/std normalisation. The photometric options that make a model carry
+over to other cameras and streets (`Photometric`: colour jitter, gamma, Gaussian blur, Gaussian noise)
+are the image-only augmentations of the real-time road-scene recipes (e.g. BiSeNet V2, Yu et al.,
+IJCV 2021, Sec. 4.2: colour jitter; the rest are albumentations' standard ops). Geometric ops are albumentations' (Buslaev et al.,
 "Albumentations", Information 2020); label maps are always resampled with nearest-neighbour
 interpolation, so no new label values appear.
 
@@ -63,6 +66,47 @@ def _mask_tensor(mask: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(mask, dtype=np.int64))
 
 
+class Photometric:
+    """Image-only augmentation, applied in this order: colour jitter (`color_jitter` = brightness /
+    contrast / saturation strength, hue strength / 8), gamma drawn from [1 - gamma, 1 + gamma], a
+    Gaussian blur (sigma 0.1-1.5, kernel 3-5) with probability `blur_prob`, and additive Gaussian noise
+    whose std is drawn from [0, noise_std] (a fraction of the 0-255 range) on every image. 0 disables
+    each; images that are not RGB get brightness / contrast instead of colour jitter."""
+
+    def __init__(self, color_jitter: float = 0.0, gamma: float = 0.0, blur_prob: float = 0.0,
+                 noise_std: float = 0.0):
+        for name, value, top in (("color_jitter", color_jitter, 1), ("gamma", gamma, 0.9),
+                                 ("blur_prob", blur_prob, 1), ("noise_std", noise_std, 1)):
+            if not 0 <= value <= top:
+                raise SeglabError(f"{name} must be in [0, {top}], got {value}")
+        self.color_jitter, self.gamma = float(color_jitter), float(gamma)
+        self.blur_prob, self.noise_std = float(blur_prob), float(noise_std)
+
+    def __bool__(self) -> bool:
+        return any((self.color_jitter, self.gamma, self.blur_prob, self.noise_std))
+
+    def ops(self, channels: int) -> list:
+        """The albumentations ops (image-only: masks pass through unchanged)."""
+        import albumentations as A
+
+        ops, cj = [], self.color_jitter
+        if cj > 0 and channels == 3:
+            ops.append(A.ColorJitter(brightness=cj, contrast=cj, saturation=cj, hue=cj / 8, p=1.0))
+        elif cj > 0:
+            ops.append(A.RandomBrightnessContrast(brightness_limit=cj, contrast_limit=cj, p=1.0))
+        if self.gamma > 0:
+            ops.append(A.RandomGamma(gamma_limit=(100 * (1 - self.gamma), 100 * (1 + self.gamma)), p=1.0))
+        if self.blur_prob > 0:
+            ops.append(A.GaussianBlur(blur_limit=(3, 5), sigma_limit=(0.1, 1.5), p=self.blur_prob))
+        if self.noise_std > 0:
+            ops.append(A.GaussNoise(std_range=(0.0, self.noise_std), p=1.0))
+        return ops
+
+    def __repr__(self) -> str:
+        return (f"Photometric(color_jitter={self.color_jitter}, gamma={self.gamma}, blur_prob={self.blur_prob}, "
+                f"noise_std={self.noise_std})")
+
+
 class EvalTransform:
     """Normalisation only; the image keeps its original size."""
 
@@ -79,8 +123,8 @@ class EvalTransform:
 
 class TrainTransform:
     """Random scale, pad (image: mean colour, label: `ignore_index`) + random crop to `crop_size`,
-    horizontal flip, colour jitter (`color_jitter` = brightness / contrast / saturation strength,
-    hue strength / 8; 0 disables), normalisation.
+    horizontal flip, `Photometric` (colour jitter, 0.2 unless given, and optionally gamma, blur and
+    noise), normalisation.
 
     The random state is albumentations' own. `set_random_seed(s)` seeds it explicitly (for the calling
     process). Otherwise it is seeded from `torch.initial_seed()` in each process: a DataLoader gives
@@ -89,8 +133,9 @@ class TrainTransform:
     """
 
     def __init__(self, crop_size: int | Sequence[int] = (512, 512), scale_range: Sequence[float] = (0.5, 2.0),
-                 hflip: bool = True, color_jitter: float = 0.2, mean: Sequence[float] = IMAGENET_MEAN,
-                 std: Sequence[float] = IMAGENET_STD, ignore_index: int = 255):
+                 hflip: bool = True, color_jitter: float | None = 0.2, mean: Sequence[float] = IMAGENET_MEAN,
+                 std: Sequence[float] = IMAGENET_STD, ignore_index: int = 255, gamma: float = 0.0,
+                 blur_prob: float = 0.0, noise_std: float = 0.0):
         if isinstance(crop_size, int):
             crop_size = (crop_size, crop_size)
         crop_size = tuple(int(c) for c in crop_size)
@@ -99,8 +144,8 @@ class TrainTransform:
         scale_range = tuple(float(s) for s in scale_range)
         if len(scale_range) != 2 or not 0 < scale_range[0] <= scale_range[1]:
             raise SeglabError(f"scale_range must be (low, high) with 0 < low <= high, got {scale_range}")
-        if not 0 <= color_jitter <= 1:
-            raise SeglabError(f"color_jitter must be in [0, 1], got {color_jitter}")
+        color_jitter = 0.2 if color_jitter is None else color_jitter
+        self.photometric = Photometric(color_jitter, gamma, blur_prob, noise_std)
         if not 0 <= ignore_index <= 255:
             raise SeglabError(f"ignore_index must be in [0, 255], got {ignore_index}")
         self.crop_size, self.scale_range = crop_size, scale_range
@@ -137,11 +182,7 @@ class TrainTransform:
         ops.append(A.RandomCrop(height=h, width=w))
         if self.hflip:
             ops.append(A.HorizontalFlip(p=0.5))
-        cj = self.color_jitter
-        if cj > 0 and channels == 3:
-            ops.append(A.ColorJitter(brightness=cj, contrast=cj, saturation=cj, hue=cj / 8, p=1.0))
-        elif cj > 0:
-            ops.append(A.RandomBrightnessContrast(brightness_limit=cj, contrast_limit=cj, p=1.0))
+        ops += self.photometric.ops(channels)
         return A.Compose(ops, seed=seed)
 
     def __call__(self, image: np.ndarray, mask: np.ndarray):
@@ -173,7 +214,7 @@ class TrainTransform:
 
     def __repr__(self) -> str:
         return (f"TrainTransform(crop_size={self.crop_size}, scale_range={self.scale_range}, "
-                f"hflip={self.hflip}, color_jitter={self.color_jitter}, mean={self.mean}, std={self.std}, "
+                f"hflip={self.hflip}, {self.photometric}, mean={self.mean}, std={self.std}, "
                 f"ignore_index={self.ignore_index})")
 
 

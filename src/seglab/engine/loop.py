@@ -13,7 +13,9 @@ model file records) comes from the task (`seglab.tasks`); everything else is her
   each epoch end) continues exactly as if the run had never stopped, also after a kill mid-epoch;
 - outputs in `train.out_dir`: config.yaml, last.pt, best.safetensors (best by the task's key: val mIoU,
   mask AP or PQ), metrics.jsonl, curves.png, all written atomically; `train.max_minutes` and
-  `train.val_every_minutes` (engine/clock.py).
+  `train.val_every_minutes` (engine/clock.py);
+- `train.ema`: an exponential moving average of the weights (engine/ema.py), updated after every
+  optimizer step, is what validation measures and best.safetensors holds; last.pt stores it.
 The step follows Detectron2's `SimpleTrainer.run_step`; DDP set-up follows torchvision's references.
 """
 from __future__ import annotations
@@ -38,6 +40,7 @@ from ..tasks.base import check_batch_size
 from ..utils.io import make_folder, write_text_atomic
 from .checkpoint import check_resume, load_checkpoint, restore_training_state, save_checkpoint
 from .clock import TrainingClock
+from .ema import build_ema, restore_ema
 from .evaluation import evaluate_model
 from .runtime import Runtime
 from .sampling import EpochSampler, SeededSamples, epoch_seed
@@ -92,15 +95,17 @@ def loader_workers(setting: int | str, runtime: Runtime) -> int:
 
 def train(cfg: Config, *, resume: bool = False, progress: bool | None = None, log: Callable[[str], None] = print,
           device: str | None = None, on_epoch: Callable[[dict], None] | None = None,
-          overwrite: bool = False) -> TrainResult:
+          overwrite: bool = False, task=None) -> TrainResult:
     """Train the model the config describes with its task's data, loss and validation (module docstring).
     `device` overrides `train.device`; `on_epoch(entry)` sees each metrics.jsonl entry once it is written.
     A new run (not `resume`) into a `train.out_dir` that holds another run's model is refused unless
-    `overwrite`, which removes that run's files first."""
+    `overwrite`, which removes that run's files first. `task` (a `seglab.tasks.Task`) replaces the model's
+    registry task, for a task seglab does not ship (examples/conv_autoencoder.py trains a reconstruction
+    task this way)."""
     from ..tasks import task_for_model
 
     t_cfg, d_cfg = cfg.train, cfg.data
-    task = task_for_model(cfg.model.name)
+    task = task or task_for_model(cfg.model.name)
     task.check_config(cfg)
     runtime = Runtime.create(device or t_cfg.device, t_cfg.precision)
     if not runtime.is_main:
@@ -126,6 +131,7 @@ def train(cfg: Config, *, resume: bool = False, progress: bool | None = None, lo
 
         model = convert_sync_batchnorm(model, runtime.device)
     model.to(runtime.device)
+    ema = build_ema(t_cfg.ema, model)  # train.ema: the average is validated and kept (engine/ema.py)
     loss = task.build_loss(cfg, train_ds, log)
     if isinstance(loss, nn.Module):
         loss.to(runtime.device)  # class weights
@@ -141,7 +147,7 @@ def train(cfg: Config, *, resume: bool = False, progress: bool | None = None, lo
     start_epoch, history, best = 0, [], {task.best_key: -math.inf, "epoch": -1}
     if resume:
         start_epoch, history, saved_best = _resume(last_path, config_dict, runtime, model, optimizer, scheduler,
-                                                   scaler, log)
+                                                   scaler, log, ema=ema)
         best = saved_best if task.best_key in saved_best else best
     net = model
     if runtime.distributed:
@@ -181,6 +187,8 @@ def train(cfg: Config, *, resume: bool = False, progress: bool | None = None, lo
         batches = iter(loader)
         for _ in range(steps_per_epoch):
             losses = step_fn([next(batches) for _ in range(accumulate)], epoch)
+            if ema is not None:
+                ema.update(model)
             for k, v in losses.items():  # kept on the device: no synchronisation per step
                 sums[k] = sums[k] + v if k in sums else v
             steps += 1
@@ -199,20 +207,23 @@ def train(cfg: Config, *, resume: bool = False, progress: bool | None = None, lo
                  "lr": scheduler.get_last_lr()[0], "epoch_time_s": round(time.perf_counter() - t0, 3),
                  "train_minutes": clock.minutes}
         if runtime.broadcast_object(clock.validation_due(epoch, last=epoch + 1 == t_cfg.epochs)):
-            runtime.broadcast_buffers(model)
-            values, final_metrics = evaluate_model(task, model, val_ds, cfg.eval, runtime, progress=show,
+            evaluated = model if ema is None else ema.module
+            runtime.broadcast_buffers(evaluated)
+            values, final_metrics = evaluate_model(task, evaluated, val_ds, cfg.eval, runtime, progress=show,
                                                     model_config=meta)
             entry.update({f"val_{k}": v for k, v in values.items()})
             value = values.get(task.best_key)
             if value is not None and not math.isnan(value) and value > best[task.best_key]:
                 best = {task.best_key: value, "epoch": epoch + 1}
                 if runtime.is_main:
-                    _save_best(model, best_path, meta, epoch, values)
+                    _save_best(evaluated, best_path, meta, epoch, values)
         history.append(entry)
         if runtime.is_main:
             state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                      "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
                      "history": history, "best": best, "world_size": runtime.world_size, "config": config_dict}
+            if ema is not None:
+                state["ema"] = ema.state_dict()
             save_checkpoint(last_path, state)
             write_text_atomic(out / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
             from ..viz import plot_training_curves
@@ -314,15 +325,17 @@ class TrainStep:
 
 
 def _resume(last_path: Path, config: dict, runtime: Runtime, model, optimizer, scheduler, scaler,
-            log: Callable[[str], None]) -> tuple[int, list, dict]:
-    """Restore model, optimizer, schedule and gradient scaler from last.pt (after checking that it is the
-    same run: config and process count); returns (next epoch, history, best)."""
+            log: Callable[[str], None], *, ema=None) -> tuple[int, list, dict]:
+    """Restore model, optimizer, schedule, gradient scaler and weight average (`ema`, when set) from last.pt
+    (after checking that it is the same run: config and process count); returns (next epoch, history, best)."""
     if not last_path.is_file():
         raise SeglabError(f"--resume: no checkpoint to resume from at {last_path}")
     state = load_checkpoint(last_path, map_location=runtime.device)
     check_resume(state, last_path, config=config, world_size=runtime.world_size)
     start_epoch, history, best = restore_training_state(state, last_path, model=model, optimizer=optimizer,
                                                         scheduler=scheduler, scaler=scaler)
+    if ema is not None:
+        restore_ema(ema, state, last_path)
     epochs = config["train"]["epochs"]
     log(f"resumed from {last_path} at epoch {start_epoch + 1}/{epochs}")
     saved_epochs = state.get("config", {}).get("train", {}).get("epochs", epochs)

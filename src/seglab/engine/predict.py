@@ -29,7 +29,7 @@ def predict_to_folder(model_or_source, inputs: Iterable[str | Path], out_dir: st
 
     out = Path(out_dir) if out_dir is not None else default_out_dir()
     items = collect_inputs([str(i) for i in inputs], out)
-    task, predictor, resolved = load_predictor(model_or_source, device=device, **options)
+    task, predictor, resolved = load_predictor(model_or_source, device=device, log=log, **options)
     writer = task.build_writer(out, predictor.model, resolved)
     if log is not None:
         log(describe(predictor, resolved))

@@ -42,15 +42,20 @@ def export_model(model_or_source, fmt: str = "onnx", *, out: str | os.PathLike |
         raise SeglabError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if int8 and fmt != "onnx":
         raise SeglabError("--int8 quantizes ONNX files (for onnxruntime); use --format onnx")
+    if fmt == "onnx":
+        formats.check_opset(opset, exporter)
     model = model_or_source.eval() if isinstance(model_or_source, nn.Module) else load_model(model_or_source)
     config = dict(getattr(model, "seglab_config", {}))
     if not config:
         raise SeglabError("the model was not built by seglab.create_model / load_model (no seglab_config)")
     task = model_task(config["name"])
     size = export_size(model, imgsz)
+    files = image_files(verify if verify else calibration)  # read before anything is written
+    sources = [Path(str(model_or_source))] if not isinstance(model_or_source, nn.Module) else []
     if task == "instance" and fmt == "onnx" and not int8 and precision == "fp32":
-        return export_split(model, out, size, config, opset=opset, files=image_files(verify if verify else calibration),
-                            log=log)
+        out = Path(out) if out is not None else Path(f"{config['name']}.onnx")
+        refuse_overwriting_inputs([out], sources + files)
+        return export_split(model, out, size, config, opset=opset, files=files, log=log)
     if task != "semantic":
         raise SeglabError(f"{config['name']} is a {task} model: seglab export writes semantic models, and YOLACT and "
                           f"affinity instance models as fp32 ONNX (graph + Python post-processing; see docs/deploy.md)")
@@ -60,6 +65,11 @@ def export_model(model_or_source, fmt: str = "onnx", *, out: str | os.PathLike |
         out = (src.parent if src.is_file() else Path(".")) / (stem + FORMATS[fmt] if fmt != "onnx" or precision == "fp32"
                                                                   else f"{stem}.{precision}.onnx")
     out = Path(out)
+    int8_out = out.with_name(out.name.removesuffix(".onnx") + ".int8.onnx")
+    calib_files = image_files(calibration, limit=32) if int8 and calibration else files
+    refuse_overwriting_inputs([out] + ([int8_out] if int8 else []), sources + files + calib_files)
+    inputs, real = normalised_inputs(model, files, size)
+    calib = normalised_inputs(model, calib_files, size)[0] if int8 else None
     in_channels = int(config.get("kwargs", {}).get("in_channels", 3))
     example = torch.randn(1, in_channels, *size)
     traced = formats.prepare(model, precision, example)
@@ -80,8 +90,6 @@ def export_model(model_or_source, fmt: str = "onnx", *, out: str | os.PathLike |
     if log is not None:
         log(f"exported {config['name']} ({precision}, {'any size' if dynamic else f'{size[0]}x{size[1]}'}) to {out}; "
             f"checking it against PyTorch")
-    files = image_files(verify if verify else calibration)
-    inputs, real = normalised_inputs(model, files, size)
     if fmt == "onnx":
         from .runtime import OnnxModel
 
@@ -97,12 +105,18 @@ def export_model(model_or_source, fmt: str = "onnx", *, out: str | os.PathLike |
     if int8:
         from .quantize import quantize_int8
 
-        calib_files = image_files(calibration, limit=32) if calibration else files
-        calib, _ = normalised_inputs(model, calib_files, size)
-        result.int8_path = quantize_int8(out, out.with_name(out.name.removesuffix(".onnx") + ".int8.onnx"),
-                                         [x.numpy() for x in calib])
+        result.int8_path = quantize_int8(out, int8_out, [x.numpy() for x in calib])
         result.int8_checks = {**compare(model, OnnxModel(result.int8_path), inputs), "real_images": real}
     return result
+
+
+def refuse_overwriting_inputs(outputs: Sequence[Path], inputs: Sequence[Path]) -> None:
+    """An export never replaces the model file it reads or an image it checks with (--out m.safetensors
+    once turned the model into an ONNX file)."""
+    taken = {p.resolve(): p for p in inputs if p.exists()}
+    for out in outputs:
+        if out.resolve() in taken:
+            raise SeglabError(f"--out {out}: is an input of this export ({taken[out.resolve()]}); choose another file")
 
 
 def export_split(model: nn.Module, out, size: tuple[int, int], config: dict, *, opset: int | None = None,

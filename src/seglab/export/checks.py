@@ -41,7 +41,17 @@ class ExportResult:
         return s
 
 
+MAX_EXPORT_SIDE = 8192     # pixels per side of an export size (an 8K frame; a larger graph needs tens of GB)
+
+
 def export_size(model: nn.Module, imgsz) -> tuple[int, int]:
+    h, w = _export_size(model, imgsz)
+    if not (1 <= h <= MAX_EXPORT_SIDE and 1 <= w <= MAX_EXPORT_SIDE):
+        raise SeglabError(f"--imgsz: height and width must be between 1 and {MAX_EXPORT_SIDE}, got {h}x{w}")
+    return h, w
+
+
+def _export_size(model: nn.Module, imgsz) -> tuple[int, int]:
     if imgsz is None:
         train = getattr(model, "seglab_config", {}).get("train_size")
         return tuple(int(v) for v in train) if train else DEFAULT_SIZE

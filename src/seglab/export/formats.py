@@ -16,9 +16,14 @@ the file: ONNX `metadata_props["seglab"]`, and an extra file `seglab.json` in To
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import os
+import sys
+import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -27,6 +32,7 @@ from torch import nn
 from ..errors import SeglabError
 
 DEFAULT_OPSET = 17
+OPSETS = {"torchscript": (7, 20), "dynamo": (18, 23)}   # the opsets PyTorch 2.13's exporters write
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 # Semantic models the default ONNX export cannot take (checked by tests/export/test_onnx_parity.py):
@@ -67,6 +73,38 @@ def prepare(model: nn.Module, precision: str, example: torch.Tensor) -> nn.Modul
     return model if precision == "fp32" else Float32IO(model, DTYPES[precision]).eval()
 
 
+def check_opset(opset, exporter: str = "torchscript") -> None:
+    """--opset: an integer the exporter writes (checked before tracing: a bad one made PyTorch print the
+    whole traced graph before failing)."""
+    if opset is None:
+        return
+    low, high = OPSETS.get(exporter, OPSETS["torchscript"])
+    if isinstance(opset, bool) or not isinstance(opset, int) or not low <= opset <= high:
+        raise SeglabError(f"--opset: the {exporter} exporter writes ONNX opsets {low} to {high}, got {opset!r}")
+
+
+@contextlib.contextmanager
+def native_stderr_captured() -> Iterator[None]:
+    """Send what C++ code writes to the process's stderr (file descriptor 2) to a discarded file: PyTorch's
+    TorchScript exporter logs the whole traced graph there when it fails (its ONNX log is always on during
+    an export), thousands of lines before the one-line error. No-op where fd 2 cannot be redirected."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        with tempfile.TemporaryFile() as sink:
+            sys.stderr.flush()
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+
+
 def export_onnx(model: nn.Module, path: Path, example: torch.Tensor, *, metadata: dict, dynamic: bool = False,
                 opset: int | None = None, exporter: str = "torchscript") -> None:
     """Trace `model` on `example` into an ONNX file at `path` with `metadata` stored under "seglab"."""
@@ -74,10 +112,11 @@ def export_onnx(model: nn.Module, path: Path, example: torch.Tensor, *, metadata
         import onnx
     except ImportError:
         raise SeglabError("ONNX export needs the onnx package: pip install 'seglab[onnx]'") from None
+    check_opset(opset, exporter)
     axes = {0: "batch", 2: "height", 3: "width"} if dynamic else {0: "batch"}
     name = metadata.get("name", type(model).__name__)
     try:
-        with warnings.catch_warnings(), torch.no_grad():
+        with warnings.catch_warnings(), torch.no_grad(), native_stderr_captured():
             warnings.simplefilter("ignore")  # tracer and deprecation warnings say nothing about this model
             if exporter == "dynamo":
                 try:

@@ -63,7 +63,17 @@ def _metadata(session, path: Path) -> dict:
     raw = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
     if raw is None:
         raise SeglabError(f"{path}: ONNX file has no seglab metadata (export it with seglab export)")
-    return json.loads(raw)
+    from ..utils.model_file import parse_metadata
+
+    meta = parse_metadata(raw, path)  # an ONNX file from elsewhere is as untrusted as a model file
+    export = meta.get("export", {})
+    size = export.get("size") if isinstance(export, dict) else None
+    if not isinstance(export, dict) or (size is not None and not (
+            isinstance(size, list) and len(size) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 1 << 16 for v in size))):
+        raise SeglabError(f"{path}: model metadata 'export' must be an object whose 'size' is [height, width], "
+                          f"got {json.dumps(export)[:80]}")
+    return meta
 
 
 class OnnxModel(nn.Module):
@@ -100,7 +110,12 @@ class OnnxModel(nn.Module):
     def run(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Every output of the graph for the input batch `x`, as float32 tensors."""
         feed = x.detach().float().cpu().contiguous().numpy().astype(self.input_dtype, copy=False)
-        return [torch.from_numpy(o).float() for o in self.session.run(None, {self.input_name: feed})]
+        try:
+            outputs = self.session.run(None, {self.input_name: feed})
+        except Exception as e:  # a graph that does not take what its metadata promises (a foreign or edited file)
+            raise SeglabError(f"{self.path}: onnxruntime cannot run it on a {tuple(x.shape)} input "
+                              f"({type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]})") from None
+        return [torch.from_numpy(o).float() for o in outputs]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = tuple(x.shape[-2:])

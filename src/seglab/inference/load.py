@@ -5,7 +5,9 @@ With `backend="auto"` (the default) the predictor takes the fastest path that ke
 BatchNorm folded into the convolutions before it (checked to give the same outputs) and, for the
 fully convolutional semantic and joint models, channels-last tensors (oneDNN's and cuDNN's fast layout).
 Both are exact up to float rounding; lower precision (`precision="bf16"`), which changes a fraction of
-a percent of the labels, is only used when asked for. `backend="eager"` runs the model as it is.
+a percent of the labels, is only used when asked for. `backend="eager"` runs the model as it is;
+`backend="compile"` takes the "auto" path and then runs the network through `torch.compile`
+(`seglab.inference.compiled`: compile time reported apart, eager fallback with the reason).
 An ONNX file runs in onnxruntime, which does its own graph optimisations.
 """
 from __future__ import annotations
@@ -32,10 +34,11 @@ def load_any_model(source, *, device: torch.device | str = "cpu") -> nn.Module:
     return load_model(source, device=device)
 
 
-def load_predictor(model_or_source, *, device: str | None = "auto", **options):
+def load_predictor(model_or_source, *, device: str | None = "auto", log=None, **options):
     """(task, predictor, resolved options) for a model object, a model file, a shipped model's name or an
     exported ONNX file. `options`: as `seglab.inference.options.resolve_options` takes them (`imgsz`,
-    `scale`, `slide`, `tta`, `crf`, `precision`, `score_thresh`, `backend`), overriding the model's own."""
+    `scale`, `slide`, `tta`, `crf`, `precision`, `score_thresh`, `backend`), overriding the model's own.
+    `log` gets the lines of `backend="compile"` (compile time, or why it fell back)."""
     from ..engine.runtime import resolve_device
     from ..tasks import task_for_model
     from .options import resolve_options
@@ -55,9 +58,11 @@ def load_predictor(model_or_source, *, device: str | None = "auto", **options):
         raise SeglabError(f"precision {resolved.precision}: an exported file runs at the precision it was "
                           f"exported with (seglab export --precision)")
     predictor = task.build_predictor(model, resolved)
-    if resolved.backend == "auto":
+    if resolved.backend in ("auto", "compile"):
         fast_path(predictor)
-    else:
+    if resolved.backend == "compile":
+        compile_network(predictor, log=log)
+    elif resolved.backend == "eager":
         predictor.notes.append("eager PyTorch, as the model is")
     return task, predictor, resolved
 
@@ -100,3 +105,16 @@ def fast_path(predictor) -> None:
     if predictor.precision == "fp32":
         what.append("same labels as eager fp32")
     predictor.notes.append(", ".join(what))
+
+
+def compile_network(predictor, *, log=None, compile_fn=None) -> None:
+    """Run the predictor's network through `torch.compile` (see `seglab.inference.compiled`)."""
+    from .compiled import CompiledNetwork
+
+    if getattr(predictor.model, "is_exported", False):
+        predictor.notes.append("torch.compile does not apply to an exported file")
+        return
+    compiled = CompiledNetwork(predictor.model, log=log, compile_fn=compile_fn)
+    for p in _chain(predictor):
+        p.model = compiled
+    predictor.notes.append("torch.compile (the first image of each size compiles)")

@@ -18,7 +18,7 @@ from ..errors import SeglabError
 from .base import resolve_precision
 from .scale import InputScale, parse_imgsz, parse_scale
 
-BACKENDS = ("auto", "eager")
+BACKENDS = ("auto", "eager", "compile")
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,8 @@ class PredictOptions:
     precision: str = "fp32"                # "fp32", "bf16" or "fp16" autocast
     score_thresh: float = 0.5              # instance models: lowest score drawn on overlays
     resize: InputScale | None = None       # the size images are predicted at (None: their own size)
-    backend: str = "auto"                  # "auto": the fastest path that keeps the labels; "eager": as is
+    backend: str = "auto"                  # "auto": the fastest path that keeps the labels; "eager": as is;
+                                           # "compile": "auto" + torch.compile
 
     @property
     def tta_active(self) -> bool:

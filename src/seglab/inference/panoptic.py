@@ -57,6 +57,7 @@ def model_categories(meta: dict) -> tuple[list[dict], list[int]]:
 
 class PanopticWriter:
     """Per image `<stem>_panoptic.png` + `<stem>_panoptic_vis.png`; `panoptic.json` written by `close`."""
+    output_suffixes = ("_panoptic.png", "_panoptic_vis.png")
 
     def __init__(self, out_dir: Path, *, categories: Sequence[dict], class_to_category: Sequence[int],
                  alpha: float = 0.6):

@@ -22,6 +22,11 @@ import torch.nn.functional as F
 from ..errors import SeglabError
 
 
+MAX_SIDE = 8192              # longest requested side (--imgsz 99999999 asked for 10^16 pixels)
+MAX_FACTOR = 16.0            # largest --scale
+MAX_RESIZED_PIXELS = 2 ** 26  # an image is never enlarged past 67 M pixels (e.g. 8192 x 8192)
+
+
 @dataclass(frozen=True)
 class InputScale:
     """One of: `short_side` (resize so the shorter side has this length), `size` (exact (h, w)) or
@@ -30,7 +35,22 @@ class InputScale:
     size: tuple[int, int] | None = None
     factor: float | None = None
 
+    def __post_init__(self):
+        sides = [self.short_side] if self.short_side is not None else list(self.size or [])
+        if any(not 1 <= v <= MAX_SIDE for v in sides):
+            raise SeglabError(f"--imgsz: sizes must be between 1 and {MAX_SIDE} pixels, got "
+                              f"{'x'.join(str(v) for v in sides)}")
+        if self.factor is not None and not 0 < self.factor <= MAX_FACTOR:
+            raise SeglabError(f"--scale: expected a factor in (0, {MAX_FACTOR:g}], got {self.factor:g}")
+
     def target(self, h: int, w: int) -> tuple[int, int] | None:
+        out = self._target(h, w)
+        if out is not None and out[0] * out[1] > max(h * w, MAX_RESIZED_PIXELS):
+            raise SeglabError(f"an image of {w}x{h} {self.describe()} would be {out[1]}x{out[0]} pixels, more than "
+                              f"the limit of {MAX_RESIZED_PIXELS}; choose a smaller --imgsz or --scale")
+        return out
+
+    def _target(self, h: int, w: int) -> tuple[int, int] | None:
         if self.size is not None:
             out = tuple(self.size)
         elif self.short_side is not None:
@@ -83,6 +103,8 @@ def parse_scale(value) -> InputScale:
         raise SeglabError(f"--scale: expected a positive number like 0.5, got {value!r}") from None
     if not factor > 0 or factor == float("inf"):
         raise SeglabError(f"--scale: expected a positive number like 0.5, got {value!r}")
+    if factor > MAX_FACTOR:
+        raise SeglabError(f"--scale: at most {MAX_FACTOR:g} (each side times the factor), got {value!r}")
     return InputScale(factor=factor)
 
 

@@ -15,18 +15,21 @@ that training starts from the plain convolution.
   zero (so a sample at or beyond -1 / H reads 0, as torchvision's kernel);
 - weight (C_out, C_in / groups, kh, kw) with `groups` inferred from its shape, as torchvision does.
 
-Written with PyTorch ops, vectorised over pixels and taps: the input is viewed channels-last (one row
-of C / offset_groups values per pixel and group), the four neighbours of every sample of every tap are
-fetched with one `index_select`, weighted and summed into an im2col matrix (N, Ho * Wo, C * kh * kw)
-that one matrix product with the weight turns into the output. Autograd gives the gradients for the
-input (through index_select), the offsets (through the bilinear weights, piecewise linear in the
-offset) and the weight and bias.
+Written with PyTorch ops, vectorised over pixels and taps: the input is copied channels-last (one row
+of C / offset_groups values per pixel and group, the "table"); the four bilinear corners of every tap
+of every output pixel are row indices into it, with their weights (zero for corners outside the image);
+one `F.embedding_bag(mode="sum", per_sample_weights=...)` sums the four weighted rows of each sample
+straight into the im2col matrix (N, Ho * Wo, G * K * C / G), and one matrix product with the weight,
+reordered to the same (group, tap, channel) column order, gives the output. Autograd gives the
+gradients: embedding_bag's backward scatters into the table and returns, for the corner weights, the
+dot products with the corner rows; from there ordinary ops carry them to the offsets (the weights are
+piecewise linear in them). Sampling positions are computed in at least float32 (bf16 cannot address
+column 300.25).
 
-Speed (benchmarked on this project's shared 2-core CPU, 1 thread, float32, N = 1, 128 -> 128 channels,
-3 x 3, padding 1, 64 x 128 input, ratios from four runs): the forward takes 10-15x the time of
-F.conv2d, forward + backward about 7x. Most of it is the gather of 4 neighbours x 9 taps per pixel
-(index_select, memory-bound); autograd keeps about 5 x (N, C * kh * kw, Ho, Wo) values (the gathered
-neighbours and the im2col matrix), where conv2d keeps none beyond its input.
+Speed against F.conv2d of the same shape, forward and forward + backward: docs/performance.md, from
+`benchmarks/deform_conv_speed.py`, which keeps the previous implementation (one index_select of all
+corners from a strided table, a batched (1 x 4) @ (4 x C) weighting, a reordering copy, the matmul;
+10-15x a convolution) as its reference and checks that outputs and gradients agree.
 """
 from __future__ import annotations
 
@@ -34,6 +37,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.utils import _pair
 
@@ -42,49 +46,39 @@ from ..errors import SeglabError
 __all__ = ["DeformConv2d", "deform_conv2d"]
 
 
-def _sampling_positions(offset: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int],
-                        padding: tuple[int, int], dilation: tuple[int, int],
-                        groups: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, G, K, Ho, Wo) fractional input rows and columns of every tap of every output pixel."""
+def _bilinear_bags(offset: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int],
+                   padding: tuple[int, int], dilation: tuple[int, int], groups: int, height: int,
+                   width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The four bilinear corners of every sample as rows of the channels-last input table, and their
+    weights: two (N * Ho * Wo * G * K, 4) tensors ordered (n, y, x, g, tap, corner), the rows in im2col
+    order. Table row ((n * G + g) * H + y) * W + x holds pixel (y, x) of offset group g of image n.
+    A corner outside the image gets weight zero (and a clamped, valid row), as torchvision's kernel."""
     n, _, out_h, out_w = offset.shape
     kh, kw = kernel
-    offset = offset.reshape(n, groups, kh * kw, 2, out_h, out_w)
     dtype, device = offset.dtype, offset.device
+    # (N, G, K, 2, Ho, Wo) -> (N, Ho, Wo, G, K, 2): a permute of the small offset tensor, so that every
+    # tensor below is already in the order the gathered rows must have.
+    offset = offset.reshape(n, groups, kh * kw, 2, out_h, out_w).permute(0, 4, 5, 1, 2, 3).contiguous()
     tap_y = (torch.arange(kh, dtype=dtype, device=device) * dilation[0]).repeat_interleave(kw)
     tap_x = (torch.arange(kw, dtype=dtype, device=device) * dilation[1]).repeat(kh)
     base_y = torch.arange(out_h, dtype=dtype, device=device) * stride[0] - padding[0]
     base_x = torch.arange(out_w, dtype=dtype, device=device) * stride[1] - padding[1]
-    rows = base_y[None, :, None] + tap_y[:, None, None] + offset[:, :, :, 0]
-    cols = base_x[None, None, :] + tap_x[:, None, None] + offset[:, :, :, 1]
-    return rows, cols
-
-
-def _bilinear_columns(input: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """Bilinear samples (zeros outside) of every offset group at (rows, cols), as an im2col matrix
-    (N, Ho * Wo, C * K) with columns ordered (channel, tap) like weight.view(C_out, -1)."""
-    n, channels, height, width = input.shape
-    _, groups, taps, out_h, out_w = rows.shape
-    group_channels = channels // groups
-    # Channels-last rows: pixel (b, g, y, x) is row ((b * G + g) * H + y) * W + x of C / G values.
-    table = input.view(n, groups, group_channels, height * width).transpose(2, 3).reshape(-1, group_channels)
-
+    rows = base_y.view(1, out_h, 1, 1, 1) + tap_y + offset[..., 0]         # (N, Ho, Wo, G, K)
+    cols = base_x.view(1, 1, out_w, 1, 1) + tap_x + offset[..., 1]
     y0, x0 = rows.floor(), cols.floor()
     fy, fx = rows - y0, cols - x0
-    y0, x0 = y0.long(), x0.long()
-    corner_y = torch.stack([y0, y0, y0 + 1, y0 + 1])
-    corner_x = torch.stack([x0, x0 + 1, x0, x0 + 1])
-    weights = torch.stack([(1 - fy) * (1 - fx), (1 - fy) * fx, fy * (1 - fx), fy * fx])
-    inside = (corner_y >= 0) & (corner_y < height) & (corner_x >= 0) & (corner_x < width)
-    weights = weights * inside
-    plane = torch.arange(n * groups, device=input.device).view(1, n, groups, 1, 1, 1) * (height * width)
-    index = plane + corner_y.clamp(0, height - 1) * width + corner_x.clamp(0, width - 1)
-
-    # (4, N, G, K, Ho, Wo) -> (N, Ho, Wo, G, K, 4) so the gathered rows land in im2col order.
-    index = index.permute(1, 4, 5, 2, 3, 0).reshape(-1)
-    weights = weights.permute(1, 4, 5, 2, 3, 0).unsqueeze(-2)  # (N, Ho, Wo, G, K, 1, 4)
-    samples = table.index_select(0, index).view(n, out_h, out_w, groups, taps, 4, group_channels)
-    values = (weights @ samples).squeeze(-2)  # (N, Ho, Wo, G, K, C/G): the 4 neighbours summed
-    return values.transpose(-1, -2).reshape(n, out_h * out_w, channels * taps)
+    step = torch.arange(2, device=device)
+    corner_y = y0.long().unsqueeze(-1) + step                                # (..., 2): y0, y0 + 1
+    corner_x = x0.long().unsqueeze(-1) + step
+    # Separable weights: corner (a, b) has (1 - fy, fy)[a] * (1 - fx, fx)[b], times "inside the image".
+    weight_y = torch.stack([1 - fy, fy], -1) * ((corner_y >= 0) & (corner_y < height))
+    weight_x = torch.stack([1 - fx, fx], -1) * ((corner_x >= 0) & (corner_x < width))
+    weights = (weight_y.unsqueeze(-1) * weight_x.unsqueeze(-2)).flatten(-2)  # corners (0,0) (0,1) (1,0) (1,1)
+    plane = (torch.arange(n, device=device).view(n, 1, 1, 1) * groups
+             + torch.arange(groups, device=device)).view(n, 1, 1, groups, 1, 1) * (height * width)
+    index = (corner_y.clamp(0, height - 1) * width).unsqueeze(-1) + corner_x.clamp(0, width - 1).unsqueeze(-2)
+    index = plane + index.flatten(-2)
+    return index.view(-1, 4), weights.view(-1, 4)
 
 
 def deform_conv2d(input: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
@@ -114,14 +108,35 @@ def deform_conv2d(input: torch.Tensor, offset: torch.Tensor, weight: torch.Tenso
     if out_h <= 0 or out_w <= 0:
         raise SeglabError(f"input {height}x{width} is too small for a {kh}x{kw} kernel with padding {padding} "
                           f"and dilation {dilation}")
-    offset = offset.to(input.dtype)
-    rows, cols = _sampling_positions(offset, (kh, kw), stride, padding, dilation, offset_groups)
-    columns = _bilinear_columns(input.contiguous(), rows, cols)  # (N, L, C_in * K)
-    # Grouped matmul: group g of the weight reads input channels [g * C_in/groups, (g + 1) * C_in/groups).
-    columns = columns.view(n, out_h * out_w, weight_groups, group_in * taps).transpose(1, 2)
-    kernel = weight.reshape(weight_groups, out_channels // weight_groups, group_in * taps)
-    out = columns @ kernel.transpose(1, 2).unsqueeze(0)  # (N, groups, L, C_out / groups)
-    out = out.permute(0, 1, 3, 2).reshape(n, out_channels, out_h, out_w)
+    # Sampling positions in at least float32 (bf16 cannot address pixels beyond 256 exactly).
+    offset = offset.to(torch.promote_types(input.dtype, torch.float32))
+    index, corner_weights = _bilinear_bags(offset, (kh, kw), stride, padding, dilation, offset_groups,
+                                           height, width)
+    group_channels = channels // offset_groups
+    # Channels-last table: one row of C / G values per (image, offset group, pixel).
+    # (a copy: for one image and group the transposed view would merge into strided rows, and gathering
+    # strided rows is 6x slower).
+    table = input.reshape(n, offset_groups, group_channels, height * width).transpose(2, 3)
+    table = table.reshape(-1, group_channels).contiguous()
+    # One embedding_bag sums the four weighted corner rows of every sample: the im2col matrix, columns
+    # ordered (g, tap, channel of the group). Its backward is the scatter into the table and, for the
+    # corner weights, the dot products with the corner rows; autograd takes it from there to the offsets.
+    columns = F.embedding_bag(index, table, per_sample_weights=corner_weights.to(table.dtype), mode="sum")
+    columns = columns.view(n, out_h * out_w, offset_groups * taps * group_channels)
+    if weight_groups == 1:
+        # Reorder the (small) weight to the columns' (g, tap, channel) order: one matmul, no reordering copy
+        # of the columns.
+        kernel = weight.reshape(out_channels, offset_groups, group_channels, taps).transpose(2, 3)
+        out = columns @ kernel.reshape(out_channels, -1).t()                  # (N, L, C_out)
+        out = out.transpose(1, 2).reshape(n, out_channels, out_h, out_w)
+    else:
+        # Grouped: channel-major (channel, tap) columns, then group g of the weight reads input channels
+        # [g * C_in/groups, (g + 1) * C_in/groups).
+        columns = columns.view(n, -1, offset_groups, taps, group_channels).transpose(3, 4)
+        columns = columns.reshape(n, out_h * out_w, weight_groups, group_in * taps).transpose(1, 2)
+        kernel = weight.reshape(weight_groups, out_channels // weight_groups, group_in * taps)
+        out = columns @ kernel.transpose(1, 2).unsqueeze(0)                   # (N, groups, L, C_out / groups)
+        out = out.permute(0, 1, 3, 2).reshape(n, out_channels, out_h, out_w)
     if bias is not None:
         out = out + bias.view(1, -1, 1, 1)
     return out

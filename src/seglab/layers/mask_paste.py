@@ -16,9 +16,11 @@ enlarged box to integers, with its legacy "+1" width, so its result differs from
 one pixel at the borders). `padding=0` cuts the mask at the box edge instead: pixels whose centre
 lies in the box take the edge-clamped mask value, all others are 0.
 
-Vectorised without a per-box loop and without a (K, H, W, 2) sampling grid: bilinear resampling on a
-separable grid is a product of two interpolation matrices, pasted = Wy (H x M) @ mask @ Wx^T (M x W),
-computed for all K masks with two batched matrix products.
+Vectorised without a (K, H, W, 2) sampling grid: bilinear resampling on a separable grid is a product
+of two interpolation matrices, pasted = Wy (H x M) @ mask @ Wx^T (M x W), computed for all K masks with
+two batched matrix products. With `threshold` (what Mask R-CNN and FCIS keep), the binary masks are
+computed box by box over only the rows and columns each mask reaches: everything else is zero, and
+the float (K, H, W) intermediate is never made (100 detections on an 800 x 1216 image: 390 MB).
 """
 from __future__ import annotations
 
@@ -55,10 +57,20 @@ def _interpolation_matrix(lo: torch.Tensor, hi: torch.Tensor, cells: int, pixels
     return weights
 
 
+def _reach(weights: torch.Tensor) -> tuple[list[int], list[int]]:
+    """Per mask, the first and one-past-last pixel with a nonzero interpolation weight (K, pixels, M)."""
+    touched = weights.ne(0).any(2)
+    index = torch.arange(weights.shape[1], device=weights.device)
+    first = torch.where(touched, index, weights.shape[1]).amin(1)
+    last = torch.where(touched, index, -1).amax(1) + 1
+    return first.tolist(), last.tolist()
+
+
 def paste_masks_in_image(masks: torch.Tensor, boxes: torch.Tensor, image_size: Sequence[int],
-                         padding: int = 1) -> torch.Tensor:
+                         padding: int = 1, threshold: float | None = None) -> torch.Tensor:
     """Paste (K, M, M) mask probabilities (or (K, 1, M, M), or non-square) into their (K, 4) xyxy
-    `boxes` on an image of `image_size` (H, W); returns (K, H, W) float, zero away from the boxes."""
+    `boxes` on an image of `image_size` (H, W); returns (K, H, W) float, zero away from the boxes, or
+    with `threshold` the (K, H, W) bool `pasted >= threshold`."""
     if masks.dim() == 4 and masks.shape[1] == 1:
         masks = masks[:, 0]
     if masks.dim() != 3:
@@ -71,8 +83,15 @@ def paste_masks_in_image(masks: torch.Tensor, boxes: torch.Tensor, image_size: S
     dtype = masks.dtype if masks.is_floating_point() else torch.float32
     masks = masks.to(dtype)
     if masks.shape[0] == 0:
-        return masks.new_zeros(0, height, width)
+        return masks.new_zeros(0, height, width, dtype=masks.dtype if threshold is None else torch.bool)
     geo = boxes.to(device=masks.device, dtype=torch.promote_types(dtype, torch.float32))
     rows = _interpolation_matrix(geo[:, 1], geo[:, 3], masks.shape[1], height, padding == 0).to(dtype)
     cols = _interpolation_matrix(geo[:, 0], geo[:, 2], masks.shape[2], width, padding == 0).to(dtype)
-    return torch.bmm(torch.bmm(rows, masks), cols.transpose(1, 2))
+    if threshold is None or threshold <= 0:   # (a threshold <= 0 keeps the zero background too)
+        pasted = torch.bmm(torch.bmm(rows, masks), cols.transpose(1, 2))
+        return pasted if threshold is None else pasted >= threshold
+    out = torch.zeros(masks.shape[0], height, width, dtype=torch.bool, device=masks.device)
+    for k, (r0, r1, c0, c1) in enumerate(zip(*_reach(rows), *_reach(cols))):
+        if r0 < r1 and c0 < c1:
+            out[k, r0:r1, c0:c1] = rows[k, r0:r1] @ masks[k] @ cols[k, c0:c1].t() >= threshold
+    return out

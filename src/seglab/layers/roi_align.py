@@ -314,7 +314,11 @@ class MultiScaleRoIAlign(nn.Module):
         rois = boxes_to_rois(boxes)
         if len(levels) == 1:
             return roi_align(levels[0], rois, self.output_size, scales[0], self.sampling_ratio, self.aligned)
-        k_min, k_max = round(-math.log2(scales[0])), round(-math.log2(scales[-1]))
+        # Levels are numbered from the finest one's: P_{k_min}, P_{k_min + 1}, ... (torchvision takes k_max
+        # from the coarsest scale, the same for a stride-doubling pyramid; DetNet's P4..P6 share stride 16
+        # and its RoIs still go to P2..P5 by eq. 1).
+        k_min = round(-math.log2(scales[0]))
+        k_max = k_min + len(levels) - 1
         level_of = map_rois_to_fpn_levels(rois[:, 1:], k_min, k_max, self.canonical_scale, self.canonical_level)
         first = levels[0]
         out = first.new_zeros(rois.shape[0], first.shape[1], *self.output_size)

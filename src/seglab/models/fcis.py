@@ -195,7 +195,7 @@ class FCIS(nn.Module):
         keep = batched_nms(boxes, scores, cls, self.nms_thresh)[: self.detections_per_img]
         roi_idx, cls, boxes, scores = roi_idx[keep], cls[keep], boxes[keep], scores[keep]
         mask_probs = torch.sigmoid(mask_logits[roi_idx, cls + 1])  # softmax of the (inside, outside) pair
-        masks = paste_masks_in_image(mask_probs, boxes, size) >= self.mask_threshold
+        masks = paste_masks_in_image(mask_probs, boxes, size, threshold=self.mask_threshold)
         return InstanceResult(boxes=boxes, scores=scores, labels=cls, masks=masks)
 
 

@@ -11,8 +11,8 @@ every scale in between.
 Each layer follows the authors' release (DeepMotionAIResearch/DenseASPP, `_DenseAsppBlock`), a
 DenseNet-style pre-activation unit: BN + ReLU + 1x1 conv to `inter_channels` (the release's
 `d_feature0`) + BN + ReLU + 3x3 conv with dilation r to `growth` channels (`d_feature1`) + dropout 0.1
-(channel-wise). As in the release the first layer skips the leading BN + ReLU (its input is the
-backbone's already normalised and activated output), and the convs carry biases.
+(channel-wise). As in the release the first layer skips the leading BN (its input is the
+backbone's normalised output) but rectifies its input, and the convs carry biases.
 Release settings: DenseNet-121 (512-channel input) 128 / 64; DenseNet-161 (1104-channel input)
 512 / 128; the defaults here (512 / 128) are the DenseNet-161 ones, the paper's best model.
 Concatenation order is `[input, layer 0, ..., layer 4]` (the release prepends each new output; the
@@ -58,6 +58,8 @@ class DenseASPP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = [x]
         for layer in self.layers:
-            # The leading ReLU (inplace) acts on the BN's output, never on the stored features.
-            features.append(layer(torch.cat(features, dim=1) if len(features) > 1 else x))
+            # The leading ReLU (inplace) acts on the BN's output, never on the stored features. The
+            # release's first layer has a ReLU but no BN: applied here, it changes nothing on a ResNet's
+            # (already rectified) output and rectifies a DenseNet's norm5 output, which is concatenated as is.
+            features.append(layer(torch.cat(features, dim=1) if len(features) > 1 else torch.relu(x)))
         return torch.cat(features, dim=1)

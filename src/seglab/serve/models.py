@@ -3,7 +3,7 @@ model file's stored settings, then the options given), with its task's renderer 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ class ServedModel:
     predictor: Any       # the task's predictor (predict_image)
     options: Any         # the resolved seglab.inference.options.PredictOptions
     renderer: Any        # seglab.serve.render.Renderer
+    trained: dict = field(default_factory=dict)  # dataset, figure, docs: what the weights registry knows
 
     @property
     def config(self) -> dict:
@@ -38,13 +39,14 @@ class ServedModel:
                 "num_classes": cfg["num_classes"], **self.renderer.card(),
                 "input": {"channels": self.in_channels, "mean": cfg.get("mean"), "std": cfg.get("std"),
                           "scale": input_scale(self.predictor, self.options)},
-                "inference": options}
+                "inference": options, "trained": self.trained}
 
 
 def input_scale(predictor, options) -> str:
-    """How images are sized for the model, in words."""
-    resize = getattr(predictor, "resize", None)  # the training scale, where the predictor resizes
-    scale = resize.describe() if resize is not None and hasattr(resize, "describe") else "the image's own size"
+    """How images are sized for the model, in words (the resolved options' scale: the model's training
+    size, its stored `imgsz`/`scale`, or the command line's)."""
+    resize = options.resize if options.resize is not None else getattr(predictor, "resize", None)
+    scale = resize.describe() if resize is not None else "at their own size"
     if options.slide:
         scale += f", sliding window {options.slide[0]}x{options.slide[1]}"
     return scale
@@ -72,7 +74,21 @@ def load_served_model(text: str, *, device: str | None = "auto", **options) -> S
                           f"(RGB or grayscale models)")
     renderer = task.build_renderer(predictor.model, resolved)
     return ServedModel(name=name, source=Path(source).name if Path(source).is_file() else source, task=task,
-                       predictor=predictor, options=resolved, renderer=renderer)
+                       predictor=predictor, options=resolved, renderer=renderer, trained=training_card(source))
+
+
+def training_card(source: str) -> dict:
+    """What the weights registry's card says about how a model file was trained (dataset, validation
+    figure, docs page), the keys it knows; empty for an exported file or a card that cannot be read."""
+    if Path(source).suffix.lower() == ".onnx":
+        return {}
+    from ..pretrained import model_card
+
+    try:
+        card = model_card(source)
+    except SeglabError:
+        return {}
+    return {k: card[k] for k in ("dataset", "figure", "docs") if card.get(k)}
 
 
 def unique_names(models: list[ServedModel]) -> list[ServedModel]:

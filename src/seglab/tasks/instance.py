@@ -3,12 +3,14 @@ YOLACT, the affinity network, ...): a mask per object.
 
 - data: an instance data set (`data.name` in `seglab.data.datasets.INSTANCE_DATASETS`), training samples
   through `InstanceTrainTransform` (random scale in `data.scale_range`, pad + random crop to
-  `data.crop_size`, flip when `data.hflip`; `data.color_jitter` is not applied), validation through
+  `data.crop_size`, flip when `data.hflip`; photometric `data.color_jitter` (off unless set), `data.gamma`,
+  `data.blur_prob`, `data.noise_std`), validation through
   `InstanceEvalTransform` (original size), batches by `collate_instances`;
 - loss: the model computes it: `model(images, targets)` returns a dict of scalar losses, summed with
   weight 1 (as torchvision's and Detectron's Mask R-CNN recipes do); each part is logged per epoch;
 - evaluation: `InstanceEvaluator` (COCO mask and box AP through pycocotools, against the data set's COCO
-  JSON when it has one); metrics.jsonl gets `val_mask_AP`, `val_mask_AP50`, `val_mask_AP75`, `val_box_AP`,
+  JSON when it has one; `seglab eval` on Cityscapes adds the Cityscapes benchmark's AP, AP50 and
+  per-class AP, see `tasks.cityscapes`); metrics.jsonl gets `val_mask_AP`, `val_mask_AP50`, `val_mask_AP75`, `val_box_AP`,
   `val_box_AP50`, `val_box_AP75`; best.safetensors is kept by val mask AP, with the data set's category
   ids in its metadata; `seglab eval` prints the per-class table and writes `instances_results.json`;
 - prediction: `InstancePredictor`; files: overlays and one COCO result JSON.
@@ -26,6 +28,7 @@ from ..config import Config
 from ..data.instances import collate_instances
 from ..errors import ConfigError, SeglabError
 from .base import Task, build_model_for, model_name, nan_to_none, refuse_keys
+from .cityscapes import WithCityscapesScores, has_cityscapes_ground_truth
 
 # metrics.jsonl / eval summary keys: COCO's AP, AP50, AP75 for masks and boxes
 SUMMARY = tuple(f"{kind}_{key}" for kind in ("mask", "box") for key in ("AP", "AP50", "AP75"))
@@ -47,7 +50,8 @@ def build_task_datasets(cfg: Config, datasets: dict, task: str, eval_transform, 
     if not train:
         return None, val
     transform = train_transform(crop_size=d.crop_size, scale_range=d.scale_range, hflip=d.hflip,
-                                mean=d.mean, std=d.std)
+                                mean=d.mean, std=d.std, color_jitter=d.color_jitter, gamma=d.gamma,
+                                blur_prob=d.blur_prob, noise_std=d.noise_std)
     return build_dataset(d.name, root=d.root, split=d.train_split, transform=transform, **d.kwargs), val
 
 
@@ -157,7 +161,11 @@ class InstanceTask(Task):
         return InstancePredictor(model, precision=options.precision, resize=options.resize)
 
     def build_evaluator(self, dataset, *, out_dir: Path | None = None, detailed: bool = False):
-        return InstanceEvaluatorAdapter(dataset)
+        """COCO AP; `seglab eval` (`detailed`) on Cityscapes adds the Cityscapes benchmark's AP."""
+        evaluator = InstanceEvaluatorAdapter(dataset)
+        if detailed and has_cityscapes_ground_truth(dataset):
+            return WithCityscapesScores(evaluator, dataset, instance=True)
+        return evaluator
 
     def build_writer(self, out_dir: Path, model: nn.Module, options):
         from ..inference.instances import InstanceWriter

@@ -21,6 +21,7 @@ from torch import nn
 from ..config import Config
 from ..errors import ConfigError
 from .base import Task, build_model_for, nan_to_none, to_float
+from .cityscapes import WithCityscapesScores, has_cityscapes_ground_truth
 
 
 def build_semantic_datasets(cfg: Config, *, train: bool = True):
@@ -42,7 +43,8 @@ def build_semantic_datasets(cfg: Config, *, train: bool = True):
     if not train:
         return None, val
     transform = TrainTransform(crop_size=d.crop_size, scale_range=d.scale_range, hflip=d.hflip,
-                               color_jitter=d.color_jitter, mean=d.mean, std=d.std, ignore_index=val.ignore_index)
+                               color_jitter=d.color_jitter, mean=d.mean, std=d.std, ignore_index=val.ignore_index,
+                               gamma=d.gamma, blur_prob=d.blur_prob, noise_std=d.noise_std)
     if uses_image_labels(cfg):  # weak training from class lists (MIL-FCN, see tasks/weak.py)
         return build_image_label_train_set(cfg, val, transform), val
     return build_dataset(d.name, root=d.root, split=d.train_split, **d.kwargs, transform=transform), val
@@ -180,7 +182,12 @@ class SemanticTask(Task):
                                resize=options.resize)
 
     def build_evaluator(self, dataset, *, out_dir: Path | None = None, detailed: bool = False):
-        return SemanticEvaluator(dataset, detailed=detailed)
+        """Confusion matrix; `seglab eval` (`detailed`) adds boundary accuracy, and Cityscapes' iIoU on
+        Cityscapes data with its instanceIds maps."""
+        evaluator = SemanticEvaluator(dataset, detailed=detailed)
+        if detailed and has_cityscapes_ground_truth(dataset):
+            return WithCityscapesScores(evaluator, dataset, instance=False)
+        return evaluator
 
     def build_writer(self, out_dir: Path, model: nn.Module, options):
         from ..data.palettes import default_palette

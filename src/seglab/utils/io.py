@@ -107,7 +107,7 @@ def _pid_alive(pid: int) -> bool:
 
 
 def remove_orphan_temps(folder: str | os.PathLike) -> list[Path]:
-    """Remove the temporary files of atomic writes whose seglab process (on this machine) no longer runs;
+    """Remove the temporary files of atomic writes (and staged folders) whose seglab process (on this machine) no longer runs;
     returns them. Others' temporary files, and any on another machine, are left alone."""
     if os.name != "posix":  # os.kill(pid, 0) is a liveness test only on POSIX
         return []
@@ -122,7 +122,12 @@ def remove_orphan_temps(folder: str | os.PathLike) -> list[Path]:
             continue
         if not _pid_alive(int(m.group("pid"))):
             with contextlib.suppress(OSError):
-                os.unlink(entry.path)
+                if entry.is_dir(follow_symlinks=False):  # a killed process's staged folder
+                    import shutil
+
+                    shutil.rmtree(entry.path)
+                else:
+                    os.unlink(entry.path)
                 removed.append(Path(entry.path))
     return removed
 
@@ -180,6 +185,40 @@ def atomic_path(path: str | os.PathLike, *, durable: bool = True) -> Iterator[Pa
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink()
+
+
+@contextlib.contextmanager
+def staged_folder(folder: str | os.PathLike, what: str = "output folder") -> Iterator[Path]:
+    """A folder written as a whole: yields a hidden sibling (`.<name>.seglab-<host>-<pid>.partial.tmp`) to fill,
+    renamed onto `folder` when the block ends without error, removed when it fails. `folder` must not
+    exist or be empty (a non-empty folder is refused before anything is written: its files would mix with
+    the new ones)."""
+    import shutil
+
+    folder = Path(folder)
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        kind = "is a file" if not folder.is_dir() else "is not empty"
+        raise OutputError(f"{what} {folder} {kind}; choose a new or empty folder")
+    make_folder(folder.parent, what)
+    stage = folder.parent / f".{folder.name}.{_TEMP_TAG}{os.getpid()}.partial.tmp"  # an orphan is removed as a temp file
+    shutil.rmtree(stage, ignore_errors=True)
+    try:
+        stage.mkdir()
+    except OSError as e:
+        raise OutputError(f"cannot create {what} {folder}: {describe_os_error(e, folder.parent)}") from None
+    try:
+        yield stage
+        if folder.is_dir():
+            folder.rmdir()  # empty (checked above)
+        os.replace(stage, folder)
+        fsync_folder(folder.parent)
+    except BaseException as e:
+        shutil.rmtree(stage, ignore_errors=True)
+        cause = os_error_in(e) if isinstance(e, Exception) else None
+        if cause is not None and not isinstance(e, OutputError):
+            raise OutputError(f"cannot write {what} {folder}: {describe_os_error(cause, folder)}; nothing was "
+                              f"written") from e
+        raise
 
 
 def write_text_atomic(path: str | os.PathLike, text: str, *, durable: bool = True) -> None:

@@ -13,7 +13,7 @@ import types
 import typing
 from pathlib import Path
 
-from ...errors import ConfigError, SeglabError
+from ...errors import ConfigError, DataError, SeglabError
 from ..nyudv2 import NYUDv2
 from ..siftflow import SIFTFlow, SyntheticJoint
 from .ade20k import ADE20K
@@ -22,7 +22,8 @@ from .cityscapes import Cityscapes
 from .cityscapes_instances import CityscapesInstances
 from .coco import CocoInstances, coco_instances
 from .coco_panoptic import CityscapesPanoptic, PanopticDataset, SyntheticPanoptic, coco_panoptic
-from .folder import SegmentationDataset, SegmentationFolder, parse_classes_file
+from .folder import SegmentationDataset, SegmentationFolder, flat_folder_problem, parse_classes_file
+from .instance_folder import InstanceFolder, seeded_split
 from .synthetic import SyntheticSegmentation
 from .synthetic_instances import SyntheticInstances
 from .voc import VOCSegmentation
@@ -32,7 +33,7 @@ DATASETS = {"synthetic": SyntheticSegmentation, "folder": SegmentationFolder, "c
             "siftflow": SIFTFlow, "synthetic_joint": SyntheticJoint, "nyudv2": NYUDv2}
 # Instance segmentation sets: dataset[i] is (image, target dict), see seglab.data.instances.
 INSTANCE_DATASETS = {"coco_instances": coco_instances, "cityscapes_instances": CityscapesInstances,
-                     "synthetic_instances": SyntheticInstances}
+                     "synthetic_instances": SyntheticInstances, "instance_folder": InstanceFolder}
 DATASETS.update(INSTANCE_DATASETS)
 # Panoptic sets: dataset[i] is (image, target dict with "semantic" and "panoptic"), see .coco_panoptic.
 PANOPTIC_DATASETS = {"coco_panoptic": coco_panoptic, "cityscapes_panoptic": CityscapesPanoptic,
@@ -103,6 +104,9 @@ def _folder(root, split, transform, **kwargs) -> SegmentationFolder:
     is used when it exists, else `<root>/images/<split>` + `<root>/labels/<split>`. Without classes,
     `<root>/classes.txt` is read: one class per line, `name` or `name r g b` (its colour in the palette)."""
     root = Path(root)
+    if "list_file" not in kwargs and "image_dir" not in kwargs and not (root / f"{split}.txt").is_file() \
+            and (flat := flat_folder_problem(root, split)):
+        raise DataError(flat)
     if "classes" not in kwargs:
         names = root / "classes.txt"
         if not names.is_file():
@@ -121,8 +125,8 @@ def _folder(root, split, transform, **kwargs) -> SegmentationFolder:
 def build_dataset(name: str, *, root, split: str, transform=None, **kwargs) -> SegmentationDataset:
     """A data set by name: synthetic, folder, camvid, voc, cityscapes, ade20k, nyudv2; siftflow and
     synthetic_joint hold several label spaces per image (`seglab.data.siftflow`); coco_instances,
-    cityscapes_instances and synthetic_instances give (image, target) instance samples
-    (`seglab.data.instances`)."""
+    cityscapes_instances, synthetic_instances and instance_folder (images + instance-id PNGs) give
+    (image, target) instance samples (`seglab.data.instances`)."""
     if name not in DATASETS:
         raise SeglabError(f"unknown dataset {name!r}, expected one of: {', '.join(DATASETS)}")
     if root is None:
@@ -138,5 +142,6 @@ def build_dataset(name: str, *, root, split: str, transform=None, **kwargs) -> S
 
 __all__ = ["ADE20K", "CamVid", "Cityscapes", "SegmentationDataset", "SegmentationFolder",
            "SyntheticSegmentation", "VOCSegmentation", "DATASETS", "build_dataset",
-           "INSTANCE_DATASETS", "CocoInstances", "CityscapesInstances", "SyntheticInstances",
+           "INSTANCE_DATASETS", "CocoInstances", "CityscapesInstances", "SyntheticInstances", "InstanceFolder",
+           "seeded_split",
            "PANOPTIC_DATASETS", "PanopticDataset", "CityscapesPanoptic", "SyntheticPanoptic"]

@@ -9,6 +9,8 @@ Layout (the SegNet tutorial's `CamVid/` folder):
     <root>/train.txt, val.txt, test.txt   `image label` per line, relative to <root>
     <root>/train/*.png, trainannot/*.png  (and val/, valannot/, test/, testannot/)
 Label maps are single-channel PNGs with class indices 0..10; 11 (void) becomes the ignore index 255.
+`split` may also be a list file of `image label` lines (relative to <root>) named by its path, e.g. the
+sequence-held-out folds in configs/camvid/folds/ (docs/camvid.md).
 """
 from __future__ import annotations
 
@@ -24,13 +26,17 @@ CAMVID_SPLITS = ("train", "val", "test", "trainval")
 
 
 class CamVid(SegmentationDataset):
-    """CamVid (SegNet split): `split` is train, val or test (or trainval, reading `trainval.txt`)."""
+    """CamVid (SegNet split): `split` is train, val or test (or trainval, reading `trainval.txt`), or
+    the path of a list file ending in .txt (relative to the working directory, else to root)."""
 
     def __init__(self, root: str | os.PathLike, split: str = "train", transform: Callable | None = None):
-        if split not in CAMVID_SPLITS:
-            raise SeglabError(f"CamVid: unknown split {split!r}, expected one of {', '.join(CAMVID_SPLITS)}")
+        if split not in CAMVID_SPLITS and not split.endswith(".txt"):
+            raise SeglabError(f"CamVid: unknown split {split!r}, expected one of {', '.join(CAMVID_SPLITS)} "
+                              f"or a list file (.txt)")
         root = check_dir(Path(root), "CamVid root")
         list_file = root / f"{split}.txt"
+        if split.endswith(".txt"):
+            list_file = Path(split) if Path(split).is_file() else root / split
         if split == "trainval" and not list_file.is_file():
             samples = read_list_file(root / "train.txt", root) + read_list_file(root / "val.txt", root)
         else:

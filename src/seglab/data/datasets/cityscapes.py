@@ -18,6 +18,7 @@ from typing import Callable
 import numpy as np
 
 from ...errors import SeglabError
+from ..io import read_label
 from ..palettes import CITYSCAPES_CLASSES, CITYSCAPES_ID_TO_TRAIN_ID, CITYSCAPES_PALETTE
 from .folder import IGNORE_INDEX, SegmentationDataset, check_dir, find_pairs
 
@@ -46,3 +47,20 @@ class Cityscapes(SegmentationDataset):
         super().__init__(samples, classes=CITYSCAPES_CLASSES, palette=CITYSCAPES_PALETTE,
                          transform=transform, label_map=cityscapes_lut(), source=root / "leftImg8bit" / split)
         self.root, self.split = root, split
+
+    def instance_ids_path(self, i: int) -> Path:
+        """The `*_gtFine_instanceIds.png` beside sample i's labelIds map (part of gtFine as downloaded)."""
+        label_path = Path(self.samples[i][1])
+        return label_path.with_name(label_path.name[: -len("_labelIds.png")] + "_instanceIds.png")
+
+    def has_instance_ids(self) -> bool:
+        """Whether every sample has its instanceIds map (needed for the instance-level IoU)."""
+        return len(self) > 0 and all(self.instance_ids_path(i).is_file() for i in range(len(self)))
+
+    def cityscapes_instance_ids(self, i: int) -> np.ndarray:
+        """Sample i's raw instanceIds map (labelId * 1000 + k for instances, the bare labelId elsewhere),
+        what Cityscapes' evaluation scripts (`seglab.metrics.cityscapes`) take as ground truth."""
+        path = self.instance_ids_path(i)
+        if not path.is_file():
+            raise SeglabError(f"{path}: Cityscapes instanceIds map not found (needed for the instance-level IoU)")
+        return read_label(path)

@@ -57,9 +57,14 @@ class CityscapesInstances(InstanceDataset):
     def image_path(self, i: int) -> Path:
         return self.samples[i][0]
 
+    def cityscapes_instance_ids(self, i: int) -> np.ndarray:
+        """Sample i's raw instanceIds map, the ground truth of Cityscapes' own evaluation
+        (`seglab.metrics.cityscapes`: groups, caravan / trailer and void stay as the script sees them)."""
+        return read_label(self.samples[i][1])
+
     def load_target(self, i: int, height: int, width: int) -> Target:
         path = self.samples[i][1]
-        ids = read_label(path)
+        ids = self.cityscapes_instance_ids(i)
         if ids.shape != (height, width):
             raise DataError(f"{path}: instance map is {ids.shape[1]}x{ids.shape[0]} but its image "
                             f"{self.samples[i][0].name} is {width}x{height}")

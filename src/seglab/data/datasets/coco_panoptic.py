@@ -68,14 +68,14 @@ class PanopticEvalTransform:
 
 
 class PanopticTrainTransform:
-    """`InstanceTrainTransform` (random scale, pad + random crop, flip, normalisation; same arguments) on
+    """`InstanceTrainTransform` (photometric, random scale, pad + random crop, flip, normalisation; same arguments) on
     the image and one mask per segment; the masks' nearest-neighbour sampling keeps them a partition, so
     the ids are rebuilt exactly; padding is VOID."""
 
     def __init__(self, crop_size: int | Sequence[int] | None = (512, 512),
                  scale_range: Sequence[float] = (0.5, 2.0), hflip: bool = True,
-                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
-        self.geometry = InstanceTrainTransform(crop_size, scale_range, hflip, mean, std)
+                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD, **photometric):
+        self.geometry = InstanceTrainTransform(crop_size, scale_range, hflip, mean, std, **photometric)
 
     def __call__(self, image: np.ndarray, ids: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         ids = np.asarray(ids, np.int64)

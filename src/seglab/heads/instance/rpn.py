@@ -19,6 +19,10 @@ Deviation: torchvision computes the losses only in training mode; here they are 
 targets are given. The RPN gets no padded image tensor, so each level's stride is taken as the power of
 two that maps the feature size onto the largest image (exact when images are padded to a multiple of
 the coarsest stride, as torchvision pads); `strides=` states them explicitly instead.
+`proposal_grad=True` (MNC's cascade, Dai et al., CVPR 2016, Sec. 3.4) keeps the proposals on the
+autograd graph of the box deltas, so that a later stage that reads features at the proposals through
+a differentiable RoI warping layer trains the RPN's box regression too; by default they are detached.
+`proposal_grad_clip` then clamps the gradient that reaches each box delta that way (the MNC release: 1/512).
 """
 from __future__ import annotations
 
@@ -35,6 +39,7 @@ from ...layers import (
     BoxCoder,
     batched_nms,
     box_iou,
+    clamp_gradient,
     clip_boxes_to_image,
     remove_small_boxes,
 )
@@ -91,8 +96,10 @@ class RegionProposalNetwork(nn.Module):
                  fg_iou_thresh: float = 0.7, bg_iou_thresh: float = 0.3, batch_size_per_image: int = 256,
                  positive_fraction: float = 0.5, pre_nms_top_n_train: int = 2000, pre_nms_top_n_test: int = 1000,
                  post_nms_top_n_train: int = 2000, post_nms_top_n_test: int = 1000, nms_thresh: float = 0.7,
-                 score_thresh: float = 0.0, min_size: float = 1e-3, strides: Sequence[int] | None = None):
+                 score_thresh: float = 0.0, min_size: float = 1e-3, strides: Sequence[int] | None = None,
+                 proposal_grad: bool = False, proposal_grad_clip: float | None = None):
         super().__init__()
+        self.proposal_grad, self.proposal_grad_clip = bool(proposal_grad), proposal_grad_clip
         self.anchor_generator = AnchorGenerator(anchor_sizes, aspect_ratios)
         per_location = self.anchor_generator.num_anchors_per_location()
         if len(set(per_location)) != 1:
@@ -150,7 +157,9 @@ class RegionProposalNetwork(nn.Module):
         objectness = _flatten_levels(logits, 1).squeeze(-1).float()  # (N, total anchors)
         box_deltas = _flatten_levels(deltas, 4).float()  # (N, total anchors, 4)
 
-        decoded = self.box_coder.decode_single(box_deltas.detach().reshape(-1, 4),
+        deltas_for_proposals = (clamp_gradient(box_deltas, self.proposal_grad_clip) if self.proposal_grad
+                                else box_deltas.detach())
+        decoded = self.box_coder.decode_single(deltas_for_proposals.reshape(-1, 4),
                                                anchors.repeat(num_images, 1)).view(num_images, -1, 4)
         proposals = self.select_proposals(decoded, objectness.detach(), image_sizes,
                                           [len(a) for a in anchors_per_level])

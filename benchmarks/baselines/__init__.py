@@ -1,0 +1,1 @@
+"""Previous implementations kept as references for before/after benchmarks (not part of seglab)."""
