@@ -76,3 +76,22 @@ def test_validation_during_training_predicts_like_eval(tiny_synthetic, tmp_path)
     predictor = TASKS["semantic"].build_predictor(model, validation_options(cfg.eval))
     assert isinstance(predictor, TTAPredictor) and predictor.scales == (0.5,) and not predictor.flip
     assert predictor.predictor.slide == (32, 32) and predictor.crf is None
+
+
+def test_curves_are_redrawn_on_validations_the_last_epoch_and_at_most_every_interval(tmp_path, monkeypatch):
+    from seglab.engine import loop
+
+    drawn = []
+    monkeypatch.setattr("seglab.viz.plot_training_curves", lambda history, path, metric: drawn.append(len(history)))
+    now = iter([0.0, 0.0, 1.0, 2.0, 3.0, 3.0, 40.0, 40.0, 41.0, 42.0])
+    curves = loop.CurvesPlot(tmp_path / "curves.png", metric="val_mIoU", every_s=30.0, clock=lambda: next(now))
+    history = []
+    for epoch, validated in enumerate([False, False, False, True, False], 1):
+        history.append({"epoch": epoch})
+        curves.update(history, validated=validated, last=epoch == 6)
+    assert drawn == [1, 4]  # the first epoch (nothing drawn yet), then the validation; epoch 5 waits
+    curves.flush()
+    assert drawn == [1, 4, 5]  # a run that stops early still gets its last epoch drawn
+    history.append({"epoch": 6})
+    curves.update(history, validated=False, last=True)
+    assert drawn == [1, 4, 5, 6]

@@ -88,3 +88,20 @@ def test_inverse_log_frequency_weights():
     # p = [0.25, 0.75] -> 1/ln(1.27), 1/ln(1.77)
     w = inverse_log_frequency_weights([25, 75])
     torch.testing.assert_close(w, torch.tensor([1 / math.log(1.27), 1 / math.log(1.77)]))
+
+
+def test_an_aux_head_at_its_own_coarser_size_is_scored_on_the_labels_at_its_cells_centres():
+    from seglab.losses.cross_entropy import downsample_labels
+
+    target = torch.arange(16).reshape(1, 4, 4)
+    # 2x2 cells of 2x2 pixels: the centre rounds to the pixel below-right of the middle (nearest-exact)
+    assert downsample_labels(target, (2, 2)).tolist() == [[[5, 7], [13, 15]]]
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 3, (2, 8, 12), generator=g)
+    labels[0, :2] = 255
+    out, aux = torch.randn(2, 3, 8, 12, generator=g), torch.randn(2, 3, 2, 3, generator=g)
+    losses = SegmentationLoss(aux_weight=0.4)({"out": out, "aux": [aux]}, labels)
+    coarse = downsample_labels(labels, (2, 3))
+    torch.testing.assert_close(losses["loss_aux"], 0.4 * F.cross_entropy(aux, coarse, ignore_index=255))
+    with pytest.raises(ValueError, match="or smaller"):
+        SegmentationLoss()(torch.randn(2, 3, 9, 12), labels)  # a head larger than the labels is a mistake

@@ -22,6 +22,7 @@ from tiny_settings import load_tiny_settings
 
 import seglab
 from seglab import SeglabError
+from seglab.losses.cross_entropy import downsample_labels
 
 # Tiny-width settings per entrypoint, one YAML file per model family in tests/models/tiny/: enough to
 # exercise every code path in well under a second.
@@ -64,6 +65,13 @@ def _outputs(out) -> list[torch.Tensor]:
     return [out["out"], *aux]
 
 
+def _check_sizes(outs: list[torch.Tensor]) -> None:
+    """The main output at the input's size; auxiliary heads at it or at their own coarser size."""
+    assert outs[0].shape == (2, NUM_CLASSES, *SIZE), "the main output is at the input's size"
+    for o in outs[1:]:
+        assert o.shape[:2] == (2, NUM_CLASSES) and all(a <= b for a, b in zip(o.shape[2:], SIZE)), o.shape
+
+
 def _se_loss(out, target: torch.Tensor) -> torch.Tensor | float:
     """BCE of the "se" presence logits against the classes in `target` (0 when there are none)."""
     if not isinstance(out, dict) or "se" not in out:
@@ -95,9 +103,9 @@ def test_train_forward_backward_reaches_every_parameter(name):
     target = torch.randint(0, NUM_CLASSES, (2, *SIZE))
     out = model(x)
     outs = _outputs(out)
-    for o in outs:
-        assert o.shape == (2, NUM_CLASSES, *SIZE)
-    (sum(F.cross_entropy(o, target) for o in outs) + _se_loss(out, target)).backward()
+    _check_sizes(outs)
+    (sum(F.cross_entropy(o, downsample_labels(target, o.shape[2:])) for o in outs)
+     + _se_loss(out, target)).backward()
 
     allowed = NO_GRAD_EXCEPTIONS.get(name, {})
     no_grad = [n for n, p in model.named_parameters()
@@ -119,8 +127,7 @@ def test_aux_loss_outputs(name):
     out = model.train()(x)
     assert isinstance(out, dict) and "aux" in out, "aux_loss=True: training forward must return {'out', 'aux'}"
     outs = _outputs(out)
-    for o in outs:
-        assert o.shape == (2, NUM_CLASSES, *SIZE)
+    _check_sizes(outs)
     (sum(o.float().mean() for o in outs) + (out["se"].mean() if "se" in out else 0)).backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
     with torch.no_grad():

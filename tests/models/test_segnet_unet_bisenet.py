@@ -18,6 +18,7 @@ from unpool_checks import assert_unpooled_at_argmax
 
 import seglab
 from seglab import SeglabError
+from seglab.losses.cross_entropy import downsample_labels
 from seglab.layers.unpool import IndexedMaxPool2d, MaxUnpool2d
 
 
@@ -127,7 +128,9 @@ def test_bisenetv2_aux_heads_in_training():
     x = torch.randn(2, 3, 65, 93)
     out = model.train()(x)
     assert isinstance(out, dict) and len(out["aux"]) == 4  # stem, S3, S4, S5 (before CE)
-    assert all(a.shape == (2, 3, 65, 93) for a in [out["out"], *out["aux"]])
+    assert out["out"].shape == (2, 3, 65, 93)
+    # the aux logits stay at their heads' strides 4, 8, 16, 32 (every conv pads: ceil(size / stride))
+    assert [a.shape[2:] for a in out["aux"]] == [(17, 24), (9, 12), (5, 6), (3, 3)]
     with torch.no_grad():
         assert isinstance(model.eval()(x), torch.Tensor)
     plain = seglab.create_model("bisenetv2", num_classes=3, width_mult=0.125, head_channels=16,
@@ -180,7 +183,8 @@ def test_loss_falls_on_a_tiny_batch(name, kwargs, lr):
         out = model(img)
         main = out["out"] if isinstance(out, dict) else out
         loss = F.cross_entropy(main, target)
-        total = loss + (0.4 * sum(F.cross_entropy(a, target) for a in out["aux"]) if isinstance(out, dict) else 0)
+        total = loss + (0.4 * sum(F.cross_entropy(a, downsample_labels(target, a.shape[2:])) for a in out["aux"])
+                        if isinstance(out, dict) else 0)
         opt.zero_grad(set_to_none=True)
         total.backward()
         opt.step()

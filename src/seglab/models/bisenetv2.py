@@ -16,8 +16,10 @@ for Real-time Semantic Segmentation", IJCV 2021, Sec. 4 and Tables 1-2, Fig. 4-7
   model), dropout, 1x1 classifier, bilinear upsampling (8x) to the input size.
 - Booster training (Sec. 4.4): auxiliary heads of the same form (`aux_channels`, 128) on the semantic
   branch's stem (stride 4), S3 (8), S4 (16) and S5 before the CE block (32); with `aux_loss=True` (the
-  default) training-mode `forward` returns `{"out": logits, "aux": [four aux logits]}`; in eval they are
-  skipped, so they cost nothing at inference.
+  default) training-mode `forward` returns `{"out": logits, "aux": [four aux logits]}`, the aux logits at
+  their heads' own strides (the loss takes the labels at the cells' centres; the paper does not say,
+  the reference implementations upsample, which costs a quarter of a CamVid training step); in eval
+  they are skipped, so they cost nothing at inference.
 
 Where the paper is silent we follow the widely used public implementations (CoinCheung/BiSeNet,
 MMSegmentation): ReLU after the depthwise convs of the GE layers, conv-BN-ReLU for the CE block's last
@@ -217,7 +219,9 @@ class BiSeNetV2(nn.Module):
         out = resize_to(self.head(self.bga(d, ce)), size)
         if not (self.training and self.aux_heads is not None):
             return out
-        aux = [resize_to(h(f), size) for h, f in zip(self.aux_heads, (f2, f3, f4, f5))]
+        # The booster heads' logits stay at their own strides (4-32): the loss takes the labels there
+        # (SegmentationLoss) instead of upsampling 4 maps to full size and back-propagating through that.
+        aux = [h(f) for h, f in zip(self.aux_heads, (f2, f3, f4, f5))]
         return {"out": out, "aux": aux}
 
 
