@@ -157,3 +157,35 @@ def test_seglab_eval_prints_the_cityscapes_table(cityscapes_val, tmp_path, capsy
     assert "Cityscapes instance-level evaluation" in out and "AP100m" in out and "bicycle" in out
     cs = json.loads((tmp_path / "eval" / "eval_metrics.json").read_text())["cityscapes"]
     assert 0.0 <= cs["AP"] <= 1.0 and len(cs["AP_per_class"]) == 8
+
+
+def test_distance_limited_aps_use_the_stereo_depth(tmp_path):
+    """A near car (20 m) and a far one (150 m), both 1200 pixels, with disparity maps and the camera file:
+    an oracle that finds only the near car scores car AP50 0.5 over all instances but 1 within 100 m and
+    50 m (the far car's ground truth lies beyond the limits), which only holds if the depth is read."""
+    h, w, baseline, fx = 64, 96, 0.2, 2000.0
+    ids = np.full((h, w), 7, np.int32)
+    ids[2:32, 2:42] = 26000     # near car, 1200 px
+    ids[32:62, 50:90] = 26001   # far car, 1200 px
+    depth = np.where(ids == 26001, 150.0, 20.0)
+    disparity = np.round(baseline * fx / depth * 256 + 1).astype(np.uint16)
+    stem, city = "frankfurt_000000_000000", "frankfurt"
+    for folder, name, array in (("leftImg8bit", "leftImg8bit", np.zeros((h, w, 3), np.uint8)),
+                                ("gtFine", "gtFine_instanceIds", ids.astype(np.uint16)),
+                                ("gtFine", "gtFine_labelIds", np.where(ids >= 1000, ids // 1000, ids).astype(np.uint8)),
+                                ("disparity", "disparity", disparity)):
+        (tmp_path / folder / "val" / city).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(array).save(tmp_path / folder / "val" / city / f"{stem}_{name}.png")
+    (tmp_path / "camera" / "val" / city).mkdir(parents=True)
+    (tmp_path / "camera" / "val" / city / f"{stem}_camera.json").write_text(
+        json.dumps({"extrinsic": {"baseline": baseline}, "intrinsic": {"fx": fx}}))
+    task = TASKS["instance"]
+    ds = CityscapesInstances(tmp_path, "val", transform=InstanceEvalTransform())
+    assert ds.cityscapes_depth(0)[5, 5] == pytest.approx(20.0, rel=1e-3)
+    r = _ground_truth_instances(ds)[0]
+    near = int(torch.nonzero(r.masks[:, 5, 5])[0])
+    only_near = InstanceResult(boxes=r.boxes[near:near + 1], scores=r.scores[near:near + 1],
+                               labels=r.labels[near:near + 1], masks=r.masks[near:near + 1])
+    cs = run_evaluation(task, OraclePredictor([only_near]), ds, task.build_evaluator(ds, detailed=True))["cityscapes"]
+    assert cs["AP50"] == pytest.approx(0.5)
+    assert cs["AP100m"] == pytest.approx(1.0) and cs["AP50m"] == pytest.approx(1.0)

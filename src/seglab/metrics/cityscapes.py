@@ -55,7 +55,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.datasets.cityscapes_instances import CITYSCAPES_THING_CLASSES, CITYSCAPES_THING_IDS
+from ..data.datasets.cityscapes_instances import (CITYSCAPES_THING_CLASSES, CITYSCAPES_THING_IDS,
+                                                  cityscapes_disparity_to_depth)
 from ..data.palettes import CITYSCAPES_ID_TO_TRAIN_ID
 from ..errors import SeglabError
 from ..structures import InstanceResult
@@ -94,17 +95,6 @@ def _check_map(values, name: str, shape=None) -> np.ndarray:
     if shape is not None and a.shape != shape:
         raise SeglabError(f"{name} is {a.shape[1]}x{a.shape[0]}, the ground truth is {shape[1]}x{shape[0]}")
     return a.astype(np.int64)
-
-
-def cityscapes_disparity_to_depth(disparity, *, baseline: float = 0.209313, fx: float = 2262.52) -> np.ndarray:
-    """Depth in metres from a Cityscapes `*_disparity.png` (uint16 p; disparity (p - 1) / 256 for p > 0,
-    p = 0 invalid): depth = baseline * fx / disparity; invalid pixels get 0. `baseline` (m) and `fx`
-    (pixels) are in `camera/<split>/<city>/*_camera.json` (extrinsic.baseline, intrinsic.fx); the
-    defaults are typical values of the recording rig."""
-    p = _numpy(disparity).astype(np.float64)
-    d = (p - 1.0) / 256.0
-    with np.errstate(divide="ignore"):
-        return np.where((p > 0) & (d > 0), baseline * fx / np.where(d > 0, d, 1.0), 0.0)
 
 
 def read_instance_ids(path) -> np.ndarray:

@@ -4,8 +4,9 @@ A data set that can hand out its raw `*_gtFine_instanceIds.png` maps (`cityscape
 `CityscapesInstances`, and the semantic `Cityscapes` when its instanceIds files are present) is scored
 by the Cityscapes benchmark's rules (`seglab.metrics.cityscapes`) besides the task's own evaluator:
 - instance models: instance AP, AP50, AP (100 m), AP (50 m) and per-class AP over the 8 classes
-  (`CityscapesInstanceEvaluator`; no depth maps are read, so the distance-limited APs are NaN and the
-  table says so);
+  (`CityscapesInstanceEvaluator`; the distance-limited APs use the depth of each image's
+  `disparity/*_disparity.png` and `camera/*_camera.json` when the data set has them, and are NaN, as the
+  table says, when it does not);
 - semantic models: iIoU per class and per category (`CityscapesInstanceIoU`).
 The wrapper adds `cityscapes_*` values to the summary, a `cityscapes` section to `compute()` (so
 `eval_metrics.json` holds it) and the Cityscapes table to the report. The tasks only wrap when `detailed`
@@ -41,7 +42,8 @@ class WithCityscapesScores:
         self.base.process(index, target, prediction)
         gt = self.dataset.cityscapes_instance_ids(index)
         if self.instance:
-            self.metric.update(index, prediction, gt)
+            depth_of = getattr(self.dataset, "cityscapes_depth", None)  # stereo depth: AP (100 m), AP (50 m)
+            self.metric.update(index, prediction, gt, depth=depth_of(index) if callable(depth_of) else None)
         else:
             self.metric.update(prediction.labels, gt)
 

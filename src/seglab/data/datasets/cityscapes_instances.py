@@ -62,6 +62,28 @@ class CityscapesInstances(InstanceDataset):
         (`seglab.metrics.cityscapes`: groups, caravan / trailer and void stay as the script sees them)."""
         return read_label(self.samples[i][1])
 
+    def cityscapes_depth(self, i: int) -> np.ndarray | None:
+        """Sample i's depth in metres from its stereo disparity (`disparity/<split>/<city>/*_disparity.png`,
+        with the baseline and focal length of `camera/<split>/<city>/*_camera.json` when present), for the
+        distance-limited APs; None when the data set has no disparity for it."""
+        from ...utils.io import read_json
+
+        image = self.samples[i][0]
+        rel = image.relative_to(self.root / "leftImg8bit")
+        stem = image.name.removesuffix("_leftImg8bit.png")
+        disparity = self.root / "disparity" / rel.parent / f"{stem}_disparity.png"
+        if not disparity.is_file():
+            return None
+        camera = self.root / "camera" / rel.parent / f"{stem}_camera.json"
+        rig = {}
+        if camera.is_file():
+            cam = read_json(camera, "Cityscapes camera file")
+            try:
+                rig = {"baseline": float(cam["extrinsic"]["baseline"]), "fx": float(cam["intrinsic"]["fx"])}
+            except (KeyError, TypeError, ValueError):
+                raise DataError(f"{camera}: expected extrinsic.baseline and intrinsic.fx numbers") from None
+        return cityscapes_disparity_to_depth(read_label(disparity), **rig)
+
     def load_target(self, i: int, height: int, width: int) -> Target:
         path = self.samples[i][1]
         ids = self.cityscapes_instance_ids(i)
@@ -84,3 +106,14 @@ class CityscapesInstances(InstanceDataset):
         target.update(boxes=boxes, masks=masks, iscrowd=values < INSTANCE_ID_STRIDE,
                       labels=np.array([self.category_id_to_label[int(c)] for c in label_ids], np.int64))
         return target
+
+
+def cityscapes_disparity_to_depth(disparity, *, baseline: float = 0.209313, fx: float = 2262.52) -> np.ndarray:
+    """Depth in metres from a Cityscapes `*_disparity.png` (uint16 p; disparity (p - 1) / 256 for p > 0,
+    p = 0 invalid): depth = baseline * fx / disparity; invalid pixels get 0. `baseline` (m) and `fx`
+    (pixels) are in `camera/<split>/<city>/*_camera.json` (extrinsic.baseline, intrinsic.fx); the
+    defaults are typical values of the recording rig."""
+    p = np.asarray(disparity.cpu() if hasattr(disparity, "cpu") else disparity).astype(np.float64)
+    d = (p - 1.0) / 256.0
+    with np.errstate(divide="ignore"):
+        return np.where((p > 0) & (d > 0), baseline * fx / np.where(d > 0, d, 1.0), 0.0)
