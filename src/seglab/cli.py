@@ -564,6 +564,10 @@ def _leave_process_group() -> None:
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        try:
+            dist.barrier()  # every rank done before any leaves (a peer that left aborts a rank still in gloo)
+        except Exception:  # a rank that failed already: leave anyway
+            pass
         dist.destroy_process_group()
 
 

@@ -169,6 +169,8 @@ def distributed_session(runtime: Runtime) -> Iterator[Runtime]:
     """Leaves the process group cleanly when the run that created it ends (also on an error)."""
     try:
         yield runtime
+        if runtime.distributed:  # every rank done before any leaves: gloo aborts a rank whose peer left mid-operation
+            dist.barrier()
     finally:
         if runtime.distributed:
             with contextlib.suppress(Exception):
