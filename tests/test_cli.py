@@ -118,21 +118,6 @@ def test_demo_reaches_the_promised_miou(tmp_path):
 
 # --- bad input ----------------------------------------------------------------------------------
 
-@pytest.fixture
-def folder_set(tmp_path):
-    """A 2-class folder data set with one train and one val pair (real PNG files)."""
-    root = tmp_path / "set"
-    (root / "img").mkdir(parents=True)
-    (root / "lbl").mkdir()
-    for name in ("a", "b"):
-        Image.fromarray(np.full((16, 20, 3), 120, np.uint8)).save(root / "img" / f"{name}.png")
-        Image.fromarray((np.arange(16 * 20).reshape(16, 20) % 2).astype(np.uint8)).save(root / "lbl" / f"{name}.png")
-    (root / "train.txt").write_text("img/a.png lbl/a.png\n")
-    (root / "val.txt").write_text("img/b.png lbl/b.png\n")
-    (root / "classes.txt").write_text("zero\none\n")
-    return root
-
-
 def _eval_folder(tmp_path, folder_set, model_path, capsys):
     cfg = _write_config(tmp_path / "f.yaml", folder_set, tmp_path / "run", data={"name": "folder", "batch_size": 1})
     out = tmp_path / "evalout"

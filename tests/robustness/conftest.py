@@ -100,16 +100,3 @@ def photo(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture
-def folder_set(tmp_path) -> Path:
-    """A 2-class `folder` data set, one train and one val pair (real PNG files)."""
-    root = tmp_path / "set"
-    (root / "img").mkdir(parents=True)
-    (root / "lbl").mkdir()
-    for name in ("a", "b"):
-        Image.fromarray(np.full((16, 20, 3), 120, np.uint8)).save(root / "img" / f"{name}.png")
-        Image.fromarray((np.arange(16 * 20).reshape(16, 20) % 2).astype(np.uint8)).save(root / "lbl" / f"{name}.png")
-    (root / "train.txt").write_text("img/a.png lbl/a.png\n")
-    (root / "val.txt").write_text("img/b.png lbl/b.png\n")
-    (root / "classes.txt").write_text("zero\none\n")
-    return root

@@ -126,7 +126,7 @@ def evaluate_and_report(model: nn.Module, dataset, out_dir: str | Path, *, task=
     `options` (`PredictOptions`) to the model file's training size and stored settings; with its
     `backend` "auto" (the default), the fast path `seglab predict` takes (`seglab.inference.load.fast_path`:
     the same labels). Returns (summary values, full results, lines naming the files written)."""
-    from ..inference.load import compile_network, fast_path
+    from ..inference.load import apply_backend
     from ..inference.options import resolve_options
     from ..tasks import task_for_model
 
@@ -143,10 +143,7 @@ def evaluate_and_report(model: nn.Module, dataset, out_dir: str | Path, *, task=
     runtime.barrier()
     try:
         predictor = task.build_predictor(model, options)
-        if options.backend in ("auto", "compile"):
-            fast_path(predictor)
-        if options.backend == "compile":
-            compile_network(predictor, log=log)
+        apply_backend(predictor, options.backend, log=log)
         results = run_evaluation(task, predictor, dataset, evaluator, runtime, progress=progress)
         written = []
         if runtime.is_main:

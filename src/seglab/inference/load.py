@@ -58,13 +58,19 @@ def load_predictor(model_or_source, *, device: str | None = "auto", log=None, **
         raise SeglabError(f"precision {resolved.precision}: an exported file runs at the precision it was "
                           f"exported with (seglab export --precision)")
     predictor = task.build_predictor(model, resolved)
-    if resolved.backend in ("auto", "compile"):
-        fast_path(predictor)
-    if resolved.backend == "compile":
-        compile_network(predictor, log=log)
-    elif resolved.backend == "eager":
-        predictor.notes.append("eager PyTorch, as the model is")
+    apply_backend(predictor, resolved.backend, log=log)
     return task, predictor, resolved
+
+
+def apply_backend(predictor, backend: str, *, log=None) -> None:
+    """What `backend` does to a built predictor: "auto" the fast path, "compile" the fast path then
+    torch.compile, "eager" nothing (noted). Shared by prediction and `seglab eval`."""
+    if backend in ("auto", "compile"):
+        fast_path(predictor)
+    if backend == "compile":
+        compile_network(predictor, log=log)
+    elif backend == "eager":
+        predictor.notes.append("eager PyTorch, as the model is")
 
 
 def _chain(predictor):
