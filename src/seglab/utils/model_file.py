@@ -23,6 +23,7 @@ import torch
 from pydantic import ValidationError
 
 from ..errors import SeglabError
+from .state_dict import name_difference
 
 # safetensors dtype names -> torch dtypes of the same kind
 _FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}
@@ -150,12 +151,10 @@ def check_tensor_table(table: Mapping[str, tuple[str, tuple[int, ...]]], expecte
     """The file's tensors (`tensor_table`) must be exactly the state dict `expected` (meta tensors are
     fine): the same names and shapes, floating-point tensors stored as a float type, integer ones as the
     same integer type."""
-    missing = sorted(set(expected) - set(table))
-    unexpected = sorted(set(table) - set(expected))
-    if missing or unexpected:
-        raise SeglabError(f"{path}: the tensors do not match {what} (missing {missing[:3]}"
-                          f"{'...' if len(missing) > 3 else ''}, unexpected {unexpected[:3]}"
-                          f"{'...' if len(unexpected) > 3 else ''}); is it a model of another architecture?")
+    difference = name_difference(expected, table)
+    if difference:
+        raise SeglabError(f"{path}: the tensors do not match {what} ({difference}); is it a model of another "
+                          f"architecture?")
     for k, t in expected.items():
         dtype, shape = table[k]
         if shape != tuple(t.shape):

@@ -59,18 +59,25 @@ def read_state_dict(path) -> dict[str, torch.Tensor]:
     return obj
 
 
+def name_difference(expected, got) -> str:
+    """"missing [...], unexpected [...]" for two collections of tensor names (the first three of each), or
+    "" when they hold the same names."""
+    missing, unexpected = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
+    if not missing and not unexpected:
+        return ""
+    return (f"missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
+            f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''}")
+
+
 def check_state_dict(state, expected: dict[str, torch.Tensor], path, what: str) -> None:
     """`state` must hold exactly `expected`'s names, with its shapes and the same kind of dtype (float /
     integer / bool), else one line naming the file and the first difference."""
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                               for k, v in state.items()):
         raise SeglabError(f"{path}: expected a state dict of tensors")
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise SeglabError(f"{path}: weights do not match {what} "
-                          f"(missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
-                          f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''})")
+    difference = name_difference(expected, state)
+    if difference:
+        raise SeglabError(f"{path}: weights do not match {what} ({difference})")
     for k, v in state.items():
         want = expected[k]
         if want.shape != v.shape:
