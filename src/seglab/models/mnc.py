@@ -22,7 +22,10 @@ are the RPN's proposals *with their gradient*: the RoI warping sends the mask an
 into the RPN's box regression (`RegionProposalNetwork(proposal_grad=True)`), as the release's
 proposal layer does (`propagate_down` to `rpn_bbox_pred`). The gradient that reaches a box delta (the
 RPN's, and stage 3's in the 5-stage cascade) this way is clipped to +-`box_grad_clip` per value (1/512,
-the release's `clip_base`);
+the release's `clip_base`). Only foreground RoIs (box IoU >= 0.5) carry that gradient: a background
+RoI's box has no target to move towards, and letting the classifier's loss on the sampled background
+move the boxes made the RPN's deltas drift under AdamW (|dw| ~ 3.6 after 345 iterations on the
+synthetic set, no proposal left on an object: mask AP50 2.8%; gated, 64.9% after 120 iterations).
 `box_grad=False` detaches the boxes instead (the "no box-level back-propagation" ablation).
 Training targets (the release's `proposal_target_layer` and `mask_layer`): RoIs = proposals + the
 ground-truth boxes, 64 per image, 30% foreground (box IoU >= 0.5), the background 85% from IoU
@@ -152,6 +155,8 @@ class MNC(nn.Module):
         """Stages 2 and 3 (or 4 and 5) on (R, 5) RoIs: (mask logits (R, m, m), class / box outputs).
         With a (R,) bool `gate` (training), only the gated (foreground) RoIs send gradients from the mask
         pathway back into their mask."""
+        if gate is not None:  # a background RoI's box has no target to move towards: no box gradient
+            rois = torch.where(gate[:, None], rois, rois.detach())
         warped = roi_warp(feature, rois, self.warp_size, 1 / STRIDE)
         mask_logits = self.mask_estimator(warped)
         probs = mask_logits.sigmoid()
