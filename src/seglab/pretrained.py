@@ -112,10 +112,11 @@ def pretrained_table(cards: list[dict]) -> str:
     """One line per shipped model (`seglab models --pretrained`)."""
     if not cards:
         return f"no pretrained models shipped (none in {PACKAGE_WEIGHTS})"
-    lines = [f"{'name':<26} {'task':<9} {'data set':<28} {'classes':>7}  figure"]
+    width = max(26, *(len(c["name"]) for c in cards))  # names line up however long the longest is
+    lines = [f"{'name':<{width}} {'task':<9} {'data set':<28} {'classes':>7}  figure"]
     for c in cards:
         dataset = (c["dataset"] or "-").split(" (")[0]
-        lines.append(f"{c['name']:<26} {c['task']:<9} {dataset:<28} {c['num_classes']:>7}  {c['figure'] or '-'}")
+        lines.append(f"{c['name']:<{width}} {c['task']:<9} {dataset:<28} {c['num_classes']:>7}  {c['figure'] or '-'}")
     lines.append("seglab info NAME prints a model's card (classes, input scale, the command that reproduces it); "
                  "use NAME wherever a weights file goes (model.weights=NAME, --checkpoint NAME)")
     return "\n".join(lines)
