@@ -59,8 +59,9 @@ def test_plain_models_listing_names_the_shipped_weights(capsys):
     assert last.startswith("pretrained weights: bisenetv2.camvid") and "model.weights=NAME" in last
     assert main(["models", "bisenet"]) == 0
     assert "pretrained weights that match: bisenetv2.camvid" in capsys.readouterr().out
-    assert main(["models", "--task", "instance"]) == 0  # no instance weights ship: no such line
-    assert "pretrained weights" not in capsys.readouterr().out
+    assert main(["models", "--task", "instance"]) == 0  # the Penn-Fudan model is instance; the CamVid one is not
+    out = capsys.readouterr().out
+    assert "mask_rcnn_resnet18_fpn.pennfudan" in out and "bisenetv2.camvid" not in out
 
 
 def test_info_on_a_training_output_names_its_data_set_and_config(tmp_path, tiny_synthetic, capsys):
