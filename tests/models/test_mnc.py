@@ -111,7 +111,7 @@ def _features_and_proposals(model, images):
 
 def test_only_foreground_rois_move_their_boxes():
     """A background RoI has no box to move towards: with the classifier's loss flowing into every sampled
-    box, the RPN's deltas drifted (|dw| ~ 3.6 after 345 iterations) and no proposal kept an object."""
+    box, the RPN's deltas drifted (mean |dw| 3.52 after 345 iterations) and no proposal kept an object."""
     torch.manual_seed(0)
     model = seglab.create_model("mnc_resnet18", num_classes=3, **TINY).train()
     feature = torch.randn(1, 32, 8, 8)

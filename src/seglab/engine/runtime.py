@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -162,16 +161,3 @@ class Runtime:
         where = str(self.device) + (f" ({torch.cuda.get_device_name(self.device)})" if self.device.type == "cuda" else "")
         s = f"{where}, {self.precision}"
         return s + (f", {self.world_size} processes" if self.world_size > 1 else "")
-
-
-@contextlib.contextmanager
-def distributed_session(runtime: Runtime) -> Iterator[Runtime]:
-    """Leaves the process group cleanly when the run that created it ends (also on an error)."""
-    try:
-        yield runtime
-        if runtime.distributed:  # every rank done before any leaves: gloo aborts a rank whose peer left mid-operation
-            dist.barrier()
-    finally:
-        if runtime.distributed:
-            with contextlib.suppress(Exception):
-                dist.destroy_process_group()

@@ -24,8 +24,8 @@ proposal layer does (`propagate_down` to `rpn_bbox_pred`). The gradient that rea
 RPN's, and stage 3's in the 5-stage cascade) this way is clipped to +-`box_grad_clip` per value (1/512,
 the release's `clip_base`). Only foreground RoIs (box IoU >= 0.5) carry that gradient: a background
 RoI's box has no target to move towards, and letting the classifier's loss on the sampled background
-move the boxes made the RPN's deltas drift under AdamW (|dw| ~ 3.6 after 345 iterations on the
-synthetic set, no proposal left on an object: mask AP50 2.8%; gated, 64.9% after 120 iterations).
+move the boxes made the RPN's deltas drift under AdamW (mean |dw| 3.52 after 345 iterations on the
+synthetic set, no proposal left on an object: mask AP50 2.8%; `benchmarks/mnc_proposals.py`).
 `box_grad=False` detaches the boxes instead (the "no box-level back-propagation" ablation).
 Training targets (the release's `proposal_target_layer` and `mask_layer`): RoIs = proposals + the
 ground-truth boxes, 64 per image, 30% foreground (box IoU >= 0.5), the background 85% from IoU

@@ -73,7 +73,7 @@ class RPNHead(nn.Module):
         return logits, deltas
 
 
-def _flatten_levels(maps: Sequence[torch.Tensor], values_per_anchor: int) -> torch.Tensor:
+def flatten_levels(maps: Sequence[torch.Tensor], values_per_anchor: int) -> torch.Tensor:
     """(N, A*C, H, W) per level -> (N, sum_i H_i W_i A, C), anchors ordered (level, y, x, anchor) as
     the AnchorGenerator lays them out."""
     flat = []
@@ -154,8 +154,8 @@ class RegionProposalNetwork(nn.Module):
         anchors_per_level = self.anchor_generator.grid_anchors(
             grid_sizes, self.level_strides(grid_sizes, image_sizes), torch.float32, features[0].device)
         anchors = torch.cat(anchors_per_level)  # shared by every image of the padded batch
-        objectness = _flatten_levels(logits, 1).squeeze(-1).float()  # (N, total anchors)
-        box_deltas = _flatten_levels(deltas, 4).float()  # (N, total anchors, 4)
+        objectness = flatten_levels(logits, 1).squeeze(-1).float()  # (N, total anchors)
+        box_deltas = flatten_levels(deltas, 4).float()  # (N, total anchors, 4)
 
         deltas_for_proposals = (clamp_gradient(box_deltas, self.proposal_grad_clip) if self.proposal_grad
                                 else box_deltas.detach())
