@@ -7,6 +7,8 @@ plain fp32 forward, bf16 autocast, and the stored settings.
 
     python benchmarks/camvid_eval.py --root ../shared/data/camvid
     python benchmarks/camvid_eval.py --model runs/x/packed.safetensors --overlays 4 --overlay-out docs/img/camvid_overlays.png
+    python benchmarks/camvid_eval.py --model runs/camvid_fold_0006R0/best.safetensors \
+        --split configs/camvid/folds/only_0006R0.txt --overlays 4   # a model on a street it never saw
 """
 from __future__ import annotations
 
@@ -83,9 +85,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="bisenetv2.camvid", help="shipped model name or packed model file")
     p.add_argument("--root", default="../shared/data/camvid", help="CamVid folder (SegNet layout)")
+    p.add_argument("--split", default="val",
+                   help="val, or a list file such as configs/camvid/folds/only_0006R0.txt (a held-out sequence)")
     p.add_argument("--tta", default=None, help="override the stored prediction settings, e.g. none or flip")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--runs", type=int, default=20, help="timed forwards per speed figure")
+    p.add_argument("--runs", type=int, default=20, help="timed forwards per speed figure (0: skip the speed figures)")
     p.add_argument("--overlays", type=int, default=0, help="write overlays for this many val images")
     p.add_argument("--overlay-out", default="docs/img/camvid_overlays.jpg")
     p.add_argument("--curve", default=None, metavar="METRICS_JSONL",
@@ -104,14 +108,14 @@ def main() -> None:
     stored_tta = (meta.get("inference") or {}).get("tta")
     tta = parse_tta_spec(args.tta) if args.tta is not None else stored_tta
     mean, std = meta.get("mean"), meta.get("std")
-    dataset = CamVid(args.root, split="val", transform=EvalTransform(mean, std))
+    dataset = CamVid(args.root, split=args.split, transform=EvalTransform(mean, std))
     predictor = build_predictor(model, tta=tta)
     common = {"model": args.model, "machine": cpu_name(), "threads": args.threads}
 
     t0 = time.perf_counter()
     metrics = evaluate(model, dataset, num_classes=dataset.num_classes, predictor=predictor, progress=True).compute()
     per_class = {name: round(100 * iou, 2) for name, iou in zip(dataset.classes, metrics["IoU"])}
-    print(json.dumps({**common, "measure": "camvid_val", "images": len(dataset), "tta": tta,
+    print(json.dumps({**common, "measure": "camvid_val", "split": args.split, "images": len(dataset), "tta": tta,
                       "mIoU": round(100 * metrics["mIoU"], 2), "aAcc": round(100 * metrics["aAcc"], 2),
                       "mAcc": round(100 * metrics["mAcc"], 2), "IoU": per_class,
                       "seconds": round(time.perf_counter() - t0, 1)}), flush=True)
@@ -119,7 +123,7 @@ def main() -> None:
     x = dataset[0]["image"][None]  # 360x480
     variants = [("fp32", build_predictor(model)), ("bf16", build_predictor(model, bf16=True)),
                 ("stored_settings_fp32", predictor), ("stored_settings_bf16", build_predictor(model, tta=tta, bf16=True))]
-    for name, pred in tqdm(variants, desc="speed", leave=False):
+    for name, pred in tqdm(variants if args.runs > 0 else [], desc="speed", leave=False):  # --runs 0: no speed
         print(json.dumps({**common, "measure": "images_per_s", "variant": name, "size": list(x.shape[-2:]),
                           "images_per_s": round(images_per_second(pred, x, args.runs), 2)}), flush=True)
 
