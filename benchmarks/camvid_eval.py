@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from plots import finish_plot
 from speed import cpu_name
 from tqdm import tqdm
 
@@ -70,14 +71,8 @@ def time_to_accuracy(metrics_jsonl: Path, out_png: Path, marks=(52.0, 60.0)) -> 
     for m, style in zip(marks, ("--", ":")):
         ax.axhline(m, color="gray", linestyle=style, linewidth=1)
         ax.text(1, m + 0.4, f"{m:g}", color="gray", fontsize=8)
-    ax.set_xlabel("training minutes (2 CPU cores, validation excluded)")
-    ax.set_ylabel("mIoU (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png)
-    plt.close(fig)
+    finish_plot(fig, ax, out_png, xlabel="training minutes (2 CPU cores, validation excluded)", ylabel="mIoU (%)",
+                legend_size=10)
     return points
 
 

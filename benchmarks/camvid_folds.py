@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from plots import finish_plot
 
 import seglab
 from seglab.data import CamVid, EvalTransform
@@ -63,14 +64,7 @@ def plot(folds: list[dict], path: Path) -> None:
     for fold in folds:
         epochs, values = zip(*fold["curve"])
         ax.plot(epochs, values, "o-", label=f"{fold['held_out']} held out ({fold['images']} images)")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("mIoU on the held-out sequence (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    finish_plot(fig, ax, path, xlabel="epoch", ylabel="mIoU on the held-out sequence (%)")
 
 
 def main() -> None:

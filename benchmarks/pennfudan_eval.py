@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from plots import finish_plot
 from speed import cpu_name
 
 import seglab
@@ -66,14 +67,7 @@ def plot_curves(run_dirs: list[Path], out_png: Path) -> None:
         name = run.name.replace("pennfudan_", "")
         for key, style in (("val_mask_AP50", "o-"), ("val_mask_AP", "s--")):
             ax.plot([r["epoch"] for r in rows], [100 * r[key] for r in rows], style, label=f"{name} {key[4:]}")
-    ax.set_xlabel("epoch (95 training photos)")
-    ax.set_ylabel("validation AP (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png)
-    plt.close(fig)
+    finish_plot(fig, ax, out_png, xlabel="epoch (95 training photos)", ylabel="validation AP (%)", legend_size=7)
 
 
 def main() -> None:
