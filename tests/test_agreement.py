@@ -35,12 +35,12 @@ def test_cli_python_and_eval_predict_the_same_labels(camvid_subset, tmp_path, ca
 
     root, images, labels = camvid_subset
     assert main(["predict", "--model", "bisenetv2.camvid", str(root / "val"), "--out", str(tmp_path / "cli")]) == 0
-    assert "TTA flip" in capsys.readouterr().out  # the stored setting, said
+    assert "images resized to short side 360" in capsys.readouterr().out  # the stored setting, said
     cli = [np.array(Image.open(tmp_path / "cli" / f"{p.stem}.png")) for p in images]
     python = [r.labels.numpy() for r in seglab.predict(images, model="bisenetv2.camvid")]
     for a, b in zip(cli, python):
         assert np.array_equal(a, b)
-    config = str(Path(__file__).resolve().parents[1] / "configs" / "camvid" / "bisenetv2.yaml")
+    config = str(Path(__file__).resolve().parents[1] / "configs" / "camvid" / "bisenetv2_trainval.yaml")
     assert main(["eval", config, f"data.root={root}", "--checkpoint", "bisenetv2.camvid", "--out",
                  str(tmp_path / "eval")]) == 0
     confusion = np.array(json.loads((tmp_path / "eval" / "eval_metrics.json").read_text())["confusion"])

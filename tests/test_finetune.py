@@ -62,6 +62,7 @@ def test_weights_of_another_width_are_refused_even_with_reinit_heads(six_class_f
 
 def test_the_shipped_model_is_accepted_by_name_as_weights():
     model = seglab.create_model("bisenetv2", num_classes=2, weights="bisenetv2.camvid", reinit_heads=True)
+    assert model.seglab_config["kwargs"]["head_channels"] == 128, "the head width comes from the file"
     shipped = load_file(str(seglab.hub.resolve_model_file("bisenetv2.camvid")))
     torch.testing.assert_close(model.semantic.ce.conv_last[0].weight, shipped["semantic.ce.conv_last.0.weight"].float())
     with pytest.raises(SeglabError, match=r"weights file not found: bisenetv2\.camvd \(nor a shipped model: "

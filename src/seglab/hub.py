@@ -42,6 +42,8 @@ def create_model(name: str, *, num_classes: int, weights: str | None = None,
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
         raise SeglabError(f"num_classes must be a positive integer, got {num_classes!r}")
     entry = get_entrypoint(name)
+    if weights is not None:  # what the file was built with, unless the caller says otherwise
+        kwargs = {**_recorded_kwargs(name, weights), **kwargs}
     if backbone_weights is not None:
         check_file(backbone_weights, "backbone_weights")
         kwargs["backbone_weights"] = str(backbone_weights)
@@ -60,6 +62,22 @@ def create_model(name: str, *, num_classes: int, weights: str | None = None,
     if weights is not None:
         model.seglab_weights_report = load_weights(model, weights, reinit_heads=reinit_heads)
     return model
+
+
+# Switches that `seglab pack` turns off for prediction and that a model being trained wants back.
+_TRAINING_ONLY_KWARGS = ("aux_loss",)
+
+
+def _recorded_kwargs(name: str, weights) -> dict:
+    """The model kwargs recorded in a seglab weights file of the same architecture (a head width, say), so
+    that `weights=` alone rebuilds a model the file fits; training-only switches are left out."""
+    path = resolve_model_file(weights, what="weights")
+    if not _is_seglab_file(path):
+        return {}
+    meta = read_model_metadata(path)
+    if meta.get("name") != name:
+        return {}
+    return {k: v for k, v in (meta.get("kwargs") or {}).items() if k not in _TRAINING_ONLY_KWARGS}
 
 
 def load_weights(model: nn.Module, path, *, reinit_heads: bool = False) -> WeightsReport:
