@@ -115,12 +115,14 @@ def main() -> None:
                       "mAcc": round(100 * metrics["mAcc"], 2), "IoU": per_class,
                       "seconds": round(time.perf_counter() - t0, 1)}), flush=True)
 
-    x = dataset[0]["image"][None]  # 360x480
-    variants = [("fp32", build_predictor(model)), ("bf16", build_predictor(model, bf16=True)),
-                ("stored_settings_fp32", predictor), ("stored_settings_bf16", build_predictor(model, tta=tta, bf16=True))]
-    for name, pred in tqdm(variants if args.runs > 0 else [], desc="speed", leave=False):  # --runs 0: no speed
-        print(json.dumps({**common, "measure": "images_per_s", "variant": name, "size": list(x.shape[-2:]),
-                          "images_per_s": round(images_per_second(pred, x, args.runs), 2)}), flush=True)
+    if args.runs > 0:  # --runs 0: no speed figures
+        x = dataset[0]["image"][None]  # 360x480
+        variants = [("fp32", build_predictor(model)), ("bf16", build_predictor(model, bf16=True)),
+                    ("stored_settings_fp32", predictor),
+                    ("stored_settings_bf16", build_predictor(model, tta=tta, bf16=True))]
+        for name, pred in tqdm(variants, desc="speed", leave=False):
+            print(json.dumps({**common, "measure": "images_per_s", "variant": name, "size": list(x.shape[-2:]),
+                              "images_per_s": round(images_per_second(pred, x, args.runs), 2)}), flush=True)
 
     if args.overlays:
         indices = np.linspace(0, len(dataset) - 1, args.overlays).round().astype(int).tolist()

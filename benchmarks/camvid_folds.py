@@ -3,7 +3,7 @@ run per held-out sequence (train on the other two, validate on it), read back fr
 
 For each run: the validation mIoU at every validated epoch (its metrics.jsonl), then its best.safetensors
 evaluated again on the held-out images with per-class IoU, as the model would predict them (its stored
-settings: whole image, no test-time augmentation). Prints one JSON line per fold and one for the mean
+settings: whole image, no test-time augmentation), and the held-out images' mean pixel value. Prints one JSON line per fold and one for the mean
 over the folds, and plots the folds' validation curves.
 
     python benchmarks/camvid_folds.py runs/camvid_fold_0001TP runs/camvid_fold_0006R0 runs/camvid_fold_0016E5 \
@@ -47,8 +47,10 @@ def evaluate_fold(run: Path, root: Path) -> dict:
     metrics = evaluate(model, dataset, num_classes=dataset.num_classes, predictor=build_predictor(model),
                        progress=True).compute()
     curve = validation_curve(run)
+    # how dark the held-out street is (0-255): a dusk sequence is a different problem from a new daylight one
+    brightness = float(np.mean([dataset.read_raw(i)[0].mean() for i in range(len(dataset))]))
     return {"held_out": held_out_name(val_split), "run": str(run), "train_split": cfg["data"]["train_split"],
-            "images": len(dataset), "epochs": cfg["train"]["epochs"], "best_epoch": read_model_metadata(run / "best.safetensors").get("epoch"),
+            "images": len(dataset), "mean_pixel_value": round(brightness, 1), "epochs": cfg["train"]["epochs"], "best_epoch": read_model_metadata(run / "best.safetensors").get("epoch"),
             "curve": [[e, round(m, 2)] for e, m in curve], "last_epoch_mIoU": round(curve[-1][1], 2),
             "mIoU": round(100 * metrics["mIoU"], 2), "aAcc": round(100 * metrics["aAcc"], 2),
             "IoU": {name: round(100 * iou, 2) for name, iou in zip(dataset.classes, metrics["IoU"])}}

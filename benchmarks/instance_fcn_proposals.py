@@ -11,31 +11,21 @@ Prints one JSON line {"model", "checkpoint", "images", "instances", "AR@10", "AR
 """
 from __future__ import annotations
 
-import argparse
 import json
 import time
 
 import torch
 from speed import cpu_name
+from trained_checkpoint import checkpoint_parser, load_checkpoint_and_val
 
-import seglab
-from seglab.config import load_config
-from seglab.engine import build_datasets
 from seglab.metrics.proposals import average_recall
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("config")
-    p.add_argument("overrides", nargs="*", metavar="key=value")
-    p.add_argument("--checkpoint", required=True, help="a model saved by seglab train (best.safetensors)")
+    p = checkpoint_parser(__doc__, "a model saved by seglab train (best.safetensors)")
     p.add_argument("--post-nms-top-n", type=int, default=1000, help="proposals kept per image (default 1000)")
-    p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
-    torch.set_num_threads(args.threads)
-    cfg = load_config(args.config, args.overrides)
-    _, val = build_datasets(cfg, train=False)
-    model = seglab.load_model(args.checkpoint).eval()
+    cfg, model, val = load_checkpoint_and_val(args)
     model.post_nms_top_n = max(model.pre_nms_top_n, args.post_nms_top_n)
     model.pre_nms_top_n = max(model.pre_nms_top_n, args.post_nms_top_n)
     proposals, ground_truth = [], []

@@ -13,14 +13,11 @@ Prints one JSON line {"model", "checkpoint", "images", "objects", "mean_abs_delt
 """
 from __future__ import annotations
 
-import argparse
 import json
 
 import torch
+from trained_checkpoint import checkpoint_parser, load_checkpoint_and_val
 
-import seglab
-from seglab.config import load_config
-from seglab.engine import build_datasets
 from seglab.heads.instance.rpn import flatten_levels
 from seglab.layers import box_iou
 from seglab.layers.image_batch import batch_images
@@ -29,17 +26,10 @@ from seglab.models.mnc import STRIDE
 
 @torch.no_grad()
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("config")
-    p.add_argument("overrides", nargs="*", metavar="key=value")
-    p.add_argument("--checkpoint", required=True, help="an MNC model saved by seglab train (best.safetensors)")
+    p = checkpoint_parser(__doc__, "an MNC model saved by seglab train (best.safetensors)")
     p.add_argument("--images", type=int, default=10, help="validation images to look at (default 10)")
-    p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
-    torch.set_num_threads(args.threads)
-    cfg = load_config(args.config, args.overrides)
-    _, val = build_datasets(cfg, train=False)
-    model = seglab.load_model(args.checkpoint).eval()
+    cfg, model, val = load_checkpoint_and_val(args)
     rpn = model.rpn
     deltas_seen, anchor_iou, decoded_iou, proposal_iou, kept = [], [], [], [], []
     for i in range(min(args.images, len(val))):
@@ -47,7 +37,7 @@ def main() -> None:
         gt = torch.as_tensor(target["boxes"]).float()
         batch, sizes = batch_images([image], STRIDE)
         feature = model.backbone(batch)[-2]
-        logits, deltas = rpn.head([feature])
+        _, deltas = rpn.head([feature])
         grid = [tuple(feature.shape[-2:])]
         anchors = torch.cat(rpn.anchor_generator.grid_anchors(grid, rpn.level_strides(grid, sizes), torch.float32,
                                                               feature.device))
@@ -61,7 +51,7 @@ def main() -> None:
             anchor_iou.append(best_anchor.values)
             decoded_iou.append(box_iou(gt, decoded)[torch.arange(len(gt)), best_anchor.indices])
             proposal_iou.append(box_iou(gt, proposals[0]).max(1).values if len(proposals[0]) else torch.zeros(len(gt)))
-    mean = lambda xs: round(float(torch.cat(xs).mean()), 3)  # noqa: E731
+    mean = lambda xs: round(float(torch.cat(xs).mean()), 3)
     print(json.dumps({"model": cfg.model.name, "checkpoint": args.checkpoint, "images": len(kept),
                       "objects": sum(len(x) for x in anchor_iou),
                       "mean_abs_delta": [round(float(v), 3) for v in torch.stack(deltas_seen).mean(0)],

@@ -72,10 +72,8 @@ def _recorded_kwargs(name: str, weights) -> dict:
     """The model kwargs recorded in a seglab weights file of the same architecture (a head width, say), so
     that `weights=` alone rebuilds a model the file fits; training-only switches are left out."""
     path = resolve_model_file(weights, what="weights")
-    if not _is_seglab_file(path):
-        return {}
-    meta = read_model_metadata(path)
-    if meta.get("name") != name:
+    meta = read_model_metadata(path, required=False) if path.suffix == ".safetensors" else None
+    if not meta or meta.get("name") != name:  # a torchvision checkpoint, or another architecture's file
         return {}
     return {k: v for k, v in (meta.get("kwargs") or {}).items() if k not in _TRAINING_ONLY_KWARGS}
 
